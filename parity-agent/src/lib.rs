@@ -5,9 +5,13 @@
 //! order: capture → reassembly → http → classify → matcher → compare → sinks. Each is a type
 //! with a narrow input and output; none reaches into another.
 
+pub mod classify;
 pub mod compare;
 pub mod config;
 pub mod exchange;
+pub mod matcher;
+pub mod metrics;
 pub mod segment;
 pub mod stream;
+pub mod summary;
 pub mod units;
