@@ -9,6 +9,7 @@ pub mod classify;
 pub mod compare;
 pub mod config;
 pub mod exchange;
+pub mod mask;
 pub mod matcher;
 pub mod metrics;
 pub mod segment;

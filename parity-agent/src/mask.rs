@@ -1,0 +1,712 @@
+//! Masking: the one place that decides what of a captured value may leave the agent.
+//!
+//! Everything that leaves the agent (the diff store, `/api/*`, the web view, `diffs` output and
+//! exchange records) passes through a [`Masker`]. A masked value is replaced whole by a token
+//! `[masked:<12 hex>]`, a keyed hash (HMAC-SHA-256 with a per-install key kept beside the store),
+//! so equal values give equal tokens and "changed" versus "unchanged" stays visible in a masked diff
+//! while the value itself does not.
+//!
+//! Default rules (on unless `[masking] defaults = false`): the values of `Authorization`,
+//! `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `X-Api-Key`; query parameters and JSON members
+//! whose name contains `token`, `secret`, `password`, `passwd`, `api_key` or `apikey`; and values
+//! anywhere that look like a bearer token, a JWT, an e-mail address or a card number (Luhn-checked).
+//! `[[mask]]` entries add header names, JSON paths, query parameters and regular expressions.
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use regex::Regex;
+use sha2::Sha256;
+
+use crate::compare::path::{JsonPath, Step};
+use crate::config::{Config, MaskRule};
+use crate::exchange::{Exchange, Headers};
+
+/// Header names whose values are always masked by default.
+pub const DEFAULT_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+/// Substrings of query-parameter and JSON member names whose values are masked by default.
+pub const DEFAULT_NAME_PARTS: &[&str] =
+    &["token", "secret", "password", "passwd", "api_key", "apikey"];
+
+/// Prefix of every mask token.
+pub const TOKEN_PREFIX: &str = "[masked:";
+
+/// Why the masking key could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or creating the key file failed.
+    #[error("masking key {path}: {source} (the key is created beside the store with mode 0600; check the directory's permissions or set [masking] key_file)")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file exists but is not a key.
+    #[error("masking key {path} is {len} bytes, expected 32: delete it to create a new one (masked tokens will change)")]
+    BadLength {
+        /// The key file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Read the masking key at `path`, creating it (32 random bytes, mode 0600) when absent.
+pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::BadLength {
+            path: path.to_path_buf(),
+            len: bytes.len(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut key))
+                .map_err(io)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            f.write_all(&key).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Where the key lives for a configuration: `[masking] key_file`, else `parity.key` beside the
+/// store's database, else in the working directory.
+pub fn key_path(cfg: &Config) -> PathBuf {
+    if let Some(p) = &cfg.masking.key_file {
+        return p.clone();
+    }
+    match &cfg.store {
+        Some(s) => s
+            .path
+            .parent()
+            .map(|d| d.join("parity.key"))
+            .unwrap_or_else(|| PathBuf::from("parity.key")),
+        None => PathBuf::from("parity.key"),
+    }
+}
+
+/// Applies the masking rules.
+#[derive(Clone)]
+pub struct Masker {
+    active: bool,
+    defaults: bool,
+    key: [u8; 32],
+    headers: Vec<String>,
+    json_paths: Vec<JsonPath>,
+    query_params: Vec<String>,
+    regexes: Vec<Regex>,
+    email: Regex,
+    jwt: Regex,
+    bearer: Regex,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("active", &self.active)
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+fn builtin(re: &str) -> Regex {
+    Regex::new(re).unwrap_or_else(|e| unreachable!("built-in pattern {re} compiles: {e}"))
+}
+
+impl Masker {
+    /// A masker for `cfg` with `key`; `enabled = false` (`--unmasked`) passes everything through.
+    pub fn new(cfg: &Config, key: [u8; 32], enabled: bool) -> Masker {
+        let mut m = Masker {
+            active: enabled && cfg.masking.enabled,
+            defaults: cfg.masking.defaults,
+            key,
+            headers: Vec::new(),
+            json_paths: Vec::new(),
+            query_params: Vec::new(),
+            regexes: Vec::new(),
+            email: builtin(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
+            jwt: builtin(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),
+            bearer: builtin(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*"),
+        };
+        if m.defaults {
+            m.headers = DEFAULT_HEADERS.iter().map(|s| s.to_string()).collect();
+        }
+        for rule in &cfg.masks {
+            match rule {
+                MaskRule::Header(h) => m.headers.push(h.trim().to_ascii_lowercase()),
+                MaskRule::QueryParam(q) => m.query_params.push(q.trim().to_string()),
+                MaskRule::JsonPath(p) => {
+                    if let Ok(p) = JsonPath::parse(p) {
+                        m.json_paths.push(p);
+                    }
+                }
+                MaskRule::Regex(r) => {
+                    if let Ok(r) = Regex::new(r) {
+                        m.regexes.push(r);
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// A masker that masks nothing (tests, `--unmasked`).
+    pub fn disabled() -> Masker {
+        Masker::new(&Config::default(), [0; 32], false)
+    }
+
+    /// Masking is on.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// The token that replaces `value`.
+    pub fn token(&self, value: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(value);
+        let tag = mac.finalize().into_bytes();
+        let mut s = String::with_capacity(TOKEN_PREFIX.len() + 13);
+        s.push_str(TOKEN_PREFIX);
+        for b in &tag[..6] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.push(']');
+        s
+    }
+
+    fn secret_name(&self, name: &str) -> bool {
+        if !self.defaults {
+            return false;
+        }
+        let lower = name.to_ascii_lowercase();
+        DEFAULT_NAME_PARTS.iter().any(|p| lower.contains(p))
+    }
+
+    /// Does a free value contain something that must not leave (detectors and user regexes)?
+    pub fn value_is_sensitive(&self, v: &str) -> bool {
+        if !self.active {
+            return false;
+        }
+        if self.regexes.iter().any(|r| r.is_match(v)) {
+            return true;
+        }
+        if !self.defaults {
+            return false;
+        }
+        let b = v.as_bytes();
+        (memchr::memchr(b'@', b).is_some() && self.email.is_match(v))
+            || (memchr::memmem::find(b, b"eyJ").is_some() && self.jwt.is_match(v))
+            || (contains_ignore_case(b, b"bearer") && self.bearer.is_match(v))
+            || has_card_number(b)
+    }
+
+    /// A value, whole, masked if sensitive.
+    pub fn mask_value<'a>(&self, v: &'a str) -> Cow<'a, str> {
+        if self.value_is_sensitive(v) {
+            Cow::Owned(self.token(v.as_bytes()))
+        } else {
+            Cow::Borrowed(v)
+        }
+    }
+
+    /// Free text (text bodies, diff excerpts): every sensitive match replaced by its token.
+    pub fn mask_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if !self.active {
+            return Cow::Borrowed(text);
+        }
+        let mut out: Cow<'a, str> = Cow::Borrowed(text);
+        let apply = |re: &Regex, out: &mut Cow<'a, str>| {
+            if re.is_match(out) {
+                let replaced = re
+                    .replace_all(out, |c: &regex::Captures<'_>| self.token(c[0].as_bytes()))
+                    .into_owned();
+                *out = Cow::Owned(replaced);
+            }
+        };
+        for r in &self.regexes {
+            apply(r, &mut out);
+        }
+        if self.defaults {
+            apply(&self.bearer, &mut out);
+            apply(&self.jwt, &mut out);
+            apply(&self.email, &mut out);
+            if has_card_number(out.as_bytes()) {
+                out = Cow::Owned(self.mask_cards(&out));
+            }
+        }
+        out
+    }
+
+    fn mask_cards(&self, text: &str) -> String {
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < b.len() {
+            if let Some(end) = card_at(b, i) {
+                out.push_str(&self.token(&b[i..end]));
+                i = end;
+            } else {
+                let len = text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+                out.push_str(&text[i..i + len]);
+                i += len;
+            }
+        }
+        out
+    }
+
+    /// Should header `name`'s value be masked whatever it contains?
+    pub fn header_is_secret(&self, name: &str) -> bool {
+        self.active && self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// A header value, masked by name or content.
+    pub fn mask_header<'a>(&self, name: &str, value: &'a str) -> Cow<'a, str> {
+        if self.header_is_secret(name) {
+            return Cow::Owned(self.token(value.as_bytes()));
+        }
+        self.mask_value(value)
+    }
+
+    /// A request target with sensitive query values masked (by parameter name or content) and
+    /// sensitive path segments masked.
+    pub fn mask_uri<'a>(&self, uri: &'a str) -> Cow<'a, str> {
+        if !self.active {
+            return Cow::Borrowed(uri);
+        }
+        let (path, query) = match uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (uri, None),
+        };
+        let mut changed = false;
+        let mut out = String::with_capacity(uri.len());
+        for (i, seg) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let m = self.mask_value(seg);
+            changed |= matches!(m, Cow::Owned(_));
+            out.push_str(&m);
+        }
+        if let Some(q) = query {
+            out.push('?');
+            for (i, kv) in q.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                let (k, v) = match kv.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (kv, None),
+                };
+                out.push_str(k);
+                if let Some(v) = v {
+                    out.push('=');
+                    let decoded = percent_decode(v);
+                    let by_name = self.secret_name(k)
+                        || self.query_params.iter().any(|p| p.eq_ignore_ascii_case(k));
+                    if by_name || self.value_is_sensitive(&decoded) {
+                        out.push_str(&self.token(v.as_bytes()));
+                        changed = true;
+                    } else {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        if changed {
+            Cow::Owned(out)
+        } else {
+            Cow::Borrowed(uri)
+        }
+    }
+
+    /// Mask a JSON document in place: members with secret names, configured paths, and
+    /// sensitive string (and card-like number) values.
+    pub fn mask_json(&self, v: &mut serde_json::Value) {
+        if !self.active {
+            return;
+        }
+        let mut steps = Vec::new();
+        self.mask_json_at(v, &mut steps, false);
+    }
+
+    fn mask_json_at(&self, v: &mut serde_json::Value, steps: &mut Vec<Step>, forced: bool) {
+        let forced = forced || self.json_paths.iter().any(|p| p.matches(steps));
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    steps.push(Step::Key(k.clone()));
+                    let secret = self.secret_name(k);
+                    self.mask_json_at(child, steps, forced || secret);
+                    steps.pop();
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter_mut().enumerate() {
+                    steps.push(Step::Index(i));
+                    self.mask_json_at(child, steps, forced);
+                    steps.pop();
+                }
+            }
+            serde_json::Value::String(s) => {
+                if forced || self.value_is_sensitive(s) {
+                    *s = self.token(s.as_bytes());
+                }
+            }
+            serde_json::Value::Number(n) => {
+                let text = n.to_string();
+                if forced || has_card_number(text.as_bytes()) {
+                    *v = serde_json::Value::String(self.token(text.as_bytes()));
+                }
+            }
+            serde_json::Value::Bool(b) => {
+                if forced {
+                    let t = if *b { "true" } else { "false" };
+                    *v = serde_json::Value::String(self.token(t.as_bytes()));
+                }
+            }
+            serde_json::Value::Null => {}
+        }
+    }
+
+    /// Is the JSON location `steps` masked by name or path (for difference values)?
+    pub fn json_location_is_secret(&self, steps: &[Step]) -> bool {
+        self.active
+            && (steps
+                .iter()
+                .any(|s| matches!(s, Step::Key(k) if self.secret_name(k)))
+                || (0..=steps.len())
+                    .any(|n| self.json_paths.iter().any(|p| p.matches(&steps[..n]))))
+    }
+
+    /// A body for storage or display: JSON masked structurally, text masked by content, other
+    /// bytes never leave (replaced by a description).
+    pub fn mask_body(&self, content_type: Option<&str>, body: &[u8]) -> String {
+        let ct = content_type.unwrap_or("").to_ascii_lowercase();
+        if ct.contains("json") {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) {
+                self.mask_json(&mut v);
+                return serde_json::to_string_pretty(&v).unwrap_or_default();
+            }
+        }
+        match std::str::from_utf8(body) {
+            Ok(text) => self.mask_text(text).into_owned(),
+            Err(_) if !self.active => String::from_utf8_lossy(body).into_owned(),
+            Err(_) => format!("<{} bytes of binary content, not stored>", body.len()),
+        }
+    }
+
+    /// An exchange with its header values and request target masked (bodies are not part of
+    /// exchange records).
+    pub fn mask_exchange(&self, ex: &Exchange) -> Exchange {
+        let mut out = ex.clone();
+        if !self.active {
+            return out;
+        }
+        if let Some(r) = &mut out.request {
+            r.headers = self.mask_headers(&r.headers);
+            let uri = String::from_utf8_lossy(&r.uri);
+            if let Cow::Owned(m) = self.mask_uri(&uri) {
+                r.uri = Bytes::from(m);
+            }
+        }
+        if let Some(r) = &mut out.response {
+            r.headers = self.mask_headers(&r.headers);
+        }
+        out
+    }
+
+    /// A header block with every value masked as needed.
+    pub fn mask_headers(&self, h: &Headers) -> Headers {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(h.len());
+        let mut changed = false;
+        for (n, v) in h.iter() {
+            let name = String::from_utf8_lossy(n);
+            let value = String::from_utf8_lossy(v);
+            let m = self.mask_header(&name, &value);
+            if let Cow::Owned(m) = m {
+                changed = true;
+                pairs.push((n.to_vec(), m.into_bytes()));
+            } else {
+                pairs.push((n.to_vec(), v.to_vec()));
+            }
+        }
+        if changed {
+            Headers::from_pairs(&pairs)
+        } else {
+            h.clone()
+        }
+    }
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A Luhn-valid card number of 13 to 19 digits (spaces or dashes allowed between digits)
+/// starting at `start`, not preceded or followed by another digit: returns its end.
+fn card_at(b: &[u8], start: usize) -> Option<usize> {
+    if !b.get(start)?.is_ascii_digit() || (start > 0 && b[start - 1].is_ascii_digit()) {
+        return None;
+    }
+    let mut digits = Vec::with_capacity(19);
+    let mut i = start;
+    let mut end = start;
+    while i < b.len() && digits.len() < 19 {
+        match b[i] {
+            d @ b'0'..=b'9' => {
+                digits.push(d - b'0');
+                i += 1;
+                end = i;
+            }
+            b' ' | b'-' if i + 1 < b.len() && b[i + 1].is_ascii_digit() && !digits.is_empty() => {
+                i += 1;
+            }
+            _ => break,
+        }
+    }
+    if b.get(end).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    // Try the longest Luhn-valid prefix of 13..=19 digits that ends the run.
+    if (13..=19).contains(&digits.len()) && luhn(&digits) {
+        Some(end)
+    } else {
+        None
+    }
+}
+
+fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(*d);
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum % 10 == 0
+}
+
+fn has_card_number(b: &[u8]) -> bool {
+    // Cheap pre-check: at least 13 digits in the value.
+    if b.iter().filter(|c| c.is_ascii_digit()).count() < 13 {
+        return false;
+    }
+    (0..b.len()).any(|i| card_at(b, i).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masker(extra: &str) -> Masker {
+        let cfg = Config::parse(extra, "t").unwrap();
+        Masker::new(&cfg, [7; 32], true)
+    }
+
+    #[test]
+    fn tokens_are_deterministic_and_keyed() {
+        let m = masker("");
+        assert_eq!(m.token(b"secret"), m.token(b"secret"));
+        assert_ne!(m.token(b"secret"), m.token(b"secret2"));
+        let other = Masker::new(&Config::default(), [8; 32], true);
+        assert_ne!(m.token(b"secret"), other.token(b"secret"));
+        assert!(m.token(b"x").starts_with(TOKEN_PREFIX));
+        assert_eq!(m.token(b"x").len(), TOKEN_PREFIX.len() + 13);
+    }
+
+    #[test]
+    fn default_headers_are_masked_whole() {
+        let m = masker("");
+        for h in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+        ] {
+            let v = m.mask_header(h, "abc123");
+            assert!(v.starts_with(TOKEN_PREFIX), "{h}: {v}");
+        }
+        assert_eq!(m.mask_header("Accept", "text/html"), "text/html");
+    }
+
+    #[test]
+    fn detectors_find_tokens_jwts_emails_and_cards() {
+        let m = masker("");
+        for v in [
+            "Bearer abc.DEF-123_x",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig-nat_ure",
+            "contact: jane.doe+tag@example.co.uk",
+            "4111 1111 1111 1111",
+            "card=4111-1111-1111-1111;",
+            "5500005555555559",
+        ] {
+            assert!(m.value_is_sensitive(v), "{v}");
+            assert!(m.mask_value(v).starts_with(TOKEN_PREFIX), "{v}");
+        }
+        for v in [
+            "4111 1111 1111 1112",
+            "1234567890123",
+            "hello@",
+            "order 12345",
+            "eyJ",
+        ] {
+            assert!(!m.value_is_sensitive(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn uri_masks_secret_params_and_sensitive_values_only() {
+        let m = masker("[[mask]]\nquery_param = \"sig\"\n");
+        let u = m.mask_uri("/a/b?page=2&access_token=xyz&sig=s1&mail=a%40b.com&q=ok");
+        assert!(u.contains("page=2"));
+        assert!(u.contains("q=ok"));
+        assert!(
+            !u.contains("xyz") && !u.contains("s1") && !u.contains("a%40b.com"),
+            "{u}"
+        );
+        assert_eq!(m.mask_uri("/plain?x=1"), "/plain?x=1");
+        let u = m.mask_uri("/users/jane@example.com/cart");
+        assert!(
+            !u.contains("jane@example.com") && u.starts_with("/users/"),
+            "{u}"
+        );
+    }
+
+    #[test]
+    fn json_masks_by_name_path_and_content() {
+        let m = masker("[[mask]]\njson_path = \"$.user.ssn\"\n");
+        let mut v = serde_json::json!({
+            "user": {"ssn": "123-45-6789", "email": "x@y.org", "name": "Jane"},
+            "api_key": {"nested": "k"},
+            "password": 12345,
+            "card": 4111111111111111u64,
+            "items": [{"refresh_token": "t1"}],
+            "count": 3
+        });
+        m.mask_json(&mut v);
+        let s = v.to_string();
+        for secret in [
+            "123-45-6789",
+            "x@y.org",
+            "\"k\"",
+            "12345",
+            "4111111111111111",
+            "t1",
+        ] {
+            assert!(!s.contains(secret), "{secret} leaked: {s}");
+        }
+        assert_eq!(v["user"]["name"], "Jane");
+        assert_eq!(v["count"], 3);
+    }
+
+    #[test]
+    fn text_masks_matches_in_place() {
+        let m = masker("[[mask]]\nregex = \"SSN-[0-9]+\"\n");
+        let t = m.mask_text("user jane@example.com paid with 4111111111111111, ref SSN-99 ok");
+        assert!(
+            !t.contains("jane@example.com")
+                && !t.contains("4111111111111111")
+                && !t.contains("SSN-99"),
+            "{t}"
+        );
+        assert!(t.starts_with("user ") && t.ends_with(" ok"), "{t}");
+    }
+
+    #[test]
+    fn disabled_masks_nothing() {
+        let m = Masker::disabled();
+        assert_eq!(m.mask_header("Authorization", "Bearer x"), "Bearer x");
+        assert_eq!(m.mask_text("a@b.com"), "a@b.com");
+        assert!(!m.is_active());
+    }
+
+    #[test]
+    fn defaults_can_be_turned_off_but_user_rules_stay() {
+        let m = masker("[masking]\ndefaults = false\n[[mask]]\nheader = \"x-session\"\n");
+        assert_eq!(m.mask_header("Authorization", "Bearer x"), "Bearer x");
+        assert!(m.mask_header("X-Session", "abc").starts_with(TOKEN_PREFIX));
+    }
+
+    #[test]
+    fn key_file_is_created_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/parity.key");
+        let k1 = load_or_create_key(&p).unwrap();
+        let k2 = load_or_create_key(&p).unwrap();
+        assert_eq!(k1, k2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::write(&p, b"short").unwrap();
+        assert!(matches!(
+            load_or_create_key(&p),
+            Err(KeyError::BadLength { len: 5, .. })
+        ));
+    }
+}
