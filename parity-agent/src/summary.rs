@@ -295,6 +295,13 @@ impl Summary {
         self.gaps = gaps;
     }
 
+    /// Totals over every pair: `(compared, diverged, unmatched)` (for the live status line).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.pairs.iter().fold((0, 0, 0), |(c, d, u), p| {
+            (c + p.compared, d + p.diverged, u + p.unmatched.iter().sum::<u64>())
+        })
+    }
+
     /// Render the report.
     pub fn report(&self) -> Report {
         let pairs = self
@@ -520,6 +527,92 @@ pub struct LatencyRegression {
     pub mirror_p99: f64,
     /// `mirror_p50 / primary_p50`.
     pub ratio: f64,
+}
+
+/// A report as text for people: per pair the totals, unmatched reasons, endpoints by
+/// divergence with their top differences, and latency regressions.
+pub fn render_text(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let span = match (r.from, r.to) {
+        (Some(f), Some(t)) => format!("{:.1} s of traffic", t - f),
+        _ => "no traffic".to_string(),
+    };
+    let dropped: u64 = r.capture.dropped.values().sum();
+    let _ = writeln!(
+        s,
+        "parity report: {span}; capture: {dropped} records dropped, {} gaps",
+        r.capture.gaps
+    );
+    for p in &r.pairs {
+        let rate = p
+            .divergence_rate
+            .map(|x| format!("{:.1}%", 100.0 * x))
+            .unwrap_or_else(|| "n/a".into());
+        let _ = writeln!(
+            s,
+            "\npair {}: {} compared, {} diverged ({rate})",
+            p.name, p.compared, p.diverged
+        );
+        let unmatched: Vec<String> = p
+            .unmatched
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        if !unmatched.is_empty() {
+            let _ = writeln!(s, "  not compared: {}", unmatched.join(", "));
+        }
+        if !p.endpoints.is_empty() {
+            let w = p.endpoints.iter().map(|e| e.endpoint.len()).max().unwrap_or(8).max(8);
+            let _ = writeln!(
+                s,
+                "  {:w$}  {:>8}  {:>8}  {:>7}  {:>19}",
+                "endpoint", "compared", "diverged", "rate", "p50 primary/mirror"
+            );
+            for e in &p.endpoints {
+                let rate = e
+                    .divergence_rate
+                    .map(|x| format!("{:.1}%", 100.0 * x))
+                    .unwrap_or_else(|| "n/a".into());
+                let lat = |q: &Option<Quantiles>| {
+                    q.as_ref()
+                        .map(|q| format!("{:.1}ms", q.p50 * 1e3))
+                        .unwrap_or_else(|| "-".into())
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:w$}  {:>8}  {:>8}  {:>7}  {:>19}",
+                    e.endpoint,
+                    e.compared,
+                    e.diverged,
+                    rate,
+                    format!(
+                        "{} / {}",
+                        lat(&e.latency_seconds.primary),
+                        lat(&e.latency_seconds.mirror)
+                    )
+                );
+                for d in e.differences.iter().take(5) {
+                    let _ = writeln!(s, "      {} ({}) in {} pairs", d.path, d.kind, d.count);
+                }
+                if e.differences.len() > 5 {
+                    let _ = writeln!(s, "      ... {} more paths", e.differences.len() - 5);
+                }
+            }
+        }
+        for l in &p.latency_regressions {
+            let _ = writeln!(
+                s,
+                "  latency regression: {}: mirror p50 {:.1}ms vs primary {:.1}ms (x{:.1})",
+                l.endpoint,
+                l.mirror_p50 * 1e3,
+                l.primary_p50 * 1e3,
+                l.ratio
+            );
+        }
+    }
+    s
 }
 
 /// The divergence gate of `--fail-on-divergence`: the reasons a report fails it (empty: passes).
