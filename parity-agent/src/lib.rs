@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod config;
 pub mod exchange;
+pub mod reassembly;
 pub mod segment;
 pub mod stream;
 pub mod units;
