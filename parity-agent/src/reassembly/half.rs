@@ -122,7 +122,7 @@ struct Ooo {
 }
 
 /// One direction of a connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Half {
     /// The sequence number of stream offset 0 is known.
     pub started: bool,
@@ -132,15 +132,43 @@ pub(super) struct Half {
     base: u32,
     /// Stream offset of the next expected byte (delivered plus declared missing).
     next: u64,
-    /// Stream offset of the FIN, once seen.
-    end: Option<u64>,
-    /// The most recently delivered bytes, ending at `last_end`, kept to tell a faithful
-    /// retransmission from one whose content differs.
+    /// A gap-timer entry exists for this direction, filed under `timer_at` (while `ooo` holds
+    /// pieces).
+    timer_armed: bool,
+    /// Delivered bytes are kept in `last`: set once this direction has shown a retransmission.
+    /// A clean stream never pays for keeping them (a reference-count round trip, or an
+    /// allocation for payloads that own their buffer, per segment).
+    keep_last: bool,
+    /// Stream offset of the FIN; `NO_END` until one is seen.
+    end: u64,
+    /// The most recently delivered bytes (while `keep_last`), ending at `last_end`, to tell a
+    /// faithful retransmission from one whose content differs.
     last: Bytes,
     last_end: u64,
     ooo: Option<Box<Ooo>>,
-    /// Key of this direction's entry in the gap-timer set, present while `ooo` holds pieces.
-    timer: Option<Nanos>,
+    timer_at: Nanos,
+}
+
+/// `Half::end` before a FIN. Stream offsets never get near it: each segment advances them by
+/// less than 2^33.
+const NO_END: u64 = u64::MAX;
+
+impl Default for Half {
+    fn default() -> Half {
+        Half {
+            started: false,
+            done: false,
+            timer_armed: false,
+            keep_last: false,
+            base: 0,
+            next: 0,
+            end: NO_END,
+            last: Bytes::new(),
+            last_end: 0,
+            ooo: None,
+            timer_at: Nanos(0),
+        }
+    }
 }
 
 impl Half {
@@ -153,7 +181,7 @@ impl Half {
 
     /// Has a FIN been seen in this direction?
     pub fn fin_seen(&self) -> bool {
-        self.end.is_some()
+        self.end != NO_END
     }
 
     fn next_seq(&self) -> u32 {
@@ -183,7 +211,7 @@ impl Half {
             data,
             missing: u64::from(missing),
         };
-        if seq == self.next_seq() && self.ooo.is_none() && self.end.is_none() {
+        if seq == self.next_seq() && self.ooo.is_none() && self.end == NO_END {
             self.deliver(who, span, ts, sh, out);
         } else {
             self.accept_slow(who, seq, span, ts, now, sh, out);
@@ -214,9 +242,11 @@ impl Half {
             let overlap = behind.min(span.len());
             let start = i128::from(self.next) - i128::from(behind);
             let last_start = i128::from(self.last_end) - self.last.len() as i128;
+            let (compared, differing) = count_differing(&span.data, start, &self.last, last_start);
             sh.stats.overlap_bytes_trimmed += overlap;
-            sh.stats.overlap_conflict_bytes +=
-                count_differing(&span.data, start, &self.last, last_start);
+            sh.stats.overlap_conflict_bytes += differing;
+            sh.stats.overlap_bytes_unchecked += overlap - compared;
+            self.keep_last = true;
             if span.len() <= behind {
                 sh.stats.duplicate_segments += 1;
                 return;
@@ -224,7 +254,8 @@ impl Half {
             span.skip_front(behind);
             span.off = self.next;
         }
-        if let Some(end) = self.end {
+        if self.end != NO_END {
+            let end = self.end;
             if span.off >= end {
                 sh.stats.ignored.beyond_fin += 1;
                 return;
@@ -247,8 +278,9 @@ impl Half {
             if ahead {
                 sh.stats.ooo_segments_buffered += 1;
             }
-            if self.timer.is_none() {
-                self.timer = Some(now);
+            if !self.timer_armed {
+                self.timer_armed = true;
+                self.timer_at = now;
                 sh.timers.insert(who.timer(now));
             }
         } else {
@@ -275,10 +307,12 @@ impl Half {
     ) {
         if !span.data.is_empty() {
             let len = span.data.len();
-            sh.buffered = sh.buffered - self.last.len() + len;
-            self.last = span.data.clone();
             self.next += len as u64;
-            self.last_end = self.next;
+            if self.keep_last {
+                sh.buffered = sh.buffered - self.last.len() + len;
+                self.last = span.data.clone();
+                self.last_end = self.next;
+            }
             out.push(StreamEvent::Data {
                 conn: who.conn,
                 dir: who.dir,
@@ -385,8 +419,9 @@ impl Half {
         if self.ooo.as_ref().is_some_and(|o| o.pieces.is_empty()) {
             self.ooo = None;
             sh.buffered -= OOO_COST;
-            if let Some(at) = self.timer.take() {
-                sh.timers.remove(&who.timer(at));
+            if self.timer_armed {
+                self.timer_armed = false;
+                sh.timers.remove(&who.timer(self.timer_at));
             }
         }
     }
@@ -400,10 +435,9 @@ impl Half {
             }
             self.skip_to_first(who, ts, sh, out);
         }
-        if let Some(end) = self.end {
-            if end > self.next {
-                self.gap(who, end - self.next, GapReason::Gap, ts, &mut sh.stats, out);
-            }
+        if self.end != NO_END && self.end > self.next {
+            let len = self.end - self.next;
+            self.gap(who, len, GapReason::Gap, ts, &mut sh.stats, out);
         }
         self.release_if_empty(who, sh);
     }
@@ -429,7 +463,7 @@ impl Half {
         }
         // A FIN behind bytes already delivered contradicts them; the stream ends where it is.
         let end = self.next + u64::try_from(delta).unwrap_or(0);
-        self.end = Some(end);
+        self.end = end;
         self.truncate_buffer(end, sh);
         self.flush(who, ts, sh, out);
         self.done = true;
@@ -481,7 +515,7 @@ impl Half {
         sh: &mut Shared,
         out: &mut Vec<StreamEvent>,
     ) {
-        self.timer = None;
+        self.timer_armed = false;
         let timeout = sh.cfg.gap_timeout;
         loop {
             let oldest = self
@@ -491,7 +525,8 @@ impl Half {
                 .map(|(at, _)| *at);
             let Some(oldest) = oldest else { break };
             if oldest.saturating_add(timeout) > now {
-                self.timer = Some(oldest);
+                self.timer_armed = true;
+                self.timer_at = oldest;
                 sh.timers.insert(who.timer(oldest));
                 return;
             }
@@ -527,13 +562,15 @@ impl Ooo {
                 let piece_end = start + piece.data.len() as u64 + piece.missing;
                 if piece_end > cur {
                     let overlap_end = end.min(piece_end);
-                    sh.stats.overlap_bytes_trimmed += overlap_end - cur;
-                    sh.stats.overlap_conflict_bytes += count_differing(
+                    let (compared, differing) = count_differing(
                         &span.sub(cur, overlap_end).data,
                         i128::from(cur),
                         &piece.data,
                         i128::from(start),
                     );
+                    sh.stats.overlap_bytes_trimmed += overlap_end - cur;
+                    sh.stats.overlap_conflict_bytes += differing;
+                    sh.stats.overlap_bytes_unchecked += overlap_end - cur - compared;
                     cur = overlap_end;
                     continue;
                 }
@@ -563,13 +600,13 @@ impl Ooo {
     }
 }
 
-/// How many bytes differ where `new` (first byte at stream offset `new_off`) and `old` (at
-/// `old_off`) overlap.
-fn count_differing(new: &[u8], new_off: i128, old: &[u8], old_off: i128) -> u64 {
+/// Where `new` (first byte at stream offset `new_off`) and `old` (at `old_off`) overlap: how
+/// many bytes were compared, and how many of them differ.
+fn count_differing(new: &[u8], new_off: i128, old: &[u8], old_off: i128) -> (u64, u64) {
     let lo = new_off.max(old_off);
     let hi = (new_off + new.len() as i128).min(old_off + old.len() as i128);
     if lo >= hi {
-        return 0;
+        return (0, 0);
     }
     let (n0, o0, len) = (
         (lo - new_off) as usize,
@@ -577,7 +614,10 @@ fn count_differing(new: &[u8], new_off: i128, old: &[u8], old_off: i128) -> u64 
         (hi - lo) as usize,
     );
     match (new.get(n0..n0 + len), old.get(o0..o0 + len)) {
-        (Some(a), Some(b)) => a.iter().zip(b).filter(|(x, y)| x != y).count() as u64,
-        _ => 0,
+        (Some(a), Some(b)) => (
+            len as u64,
+            a.iter().zip(b).filter(|(x, y)| x != y).count() as u64,
+        ),
+        _ => (0, 0),
     }
 }

@@ -992,15 +992,14 @@ fn memory_accounting_counts_flows_and_buffered_bytes() {
     assert_eq!(t.r.memory_used(), 0);
     t.c(SYN, 0, b"");
     assert_eq!(t.r.memory_used(), FLOW_COST);
-    // In-order bytes pass through; the last segment per direction is kept for comparison.
+    // In-order bytes pass through without being held.
     t.c(ACK, 1, b"abcd");
-    assert_eq!(t.r.memory_used(), FLOW_COST + 4);
+    assert_eq!(t.r.memory_used(), FLOW_COST);
     // 1000 bytes ahead of a hole.
     t.c(ACK, 10, &[b'x'; 1000]);
-    let with_ooo = t.r.memory_used();
     assert_eq!(
-        with_ooo,
-        FLOW_COST + 4 + 1000 + half::PIECE_COST + half::OOO_COST
+        t.r.memory_used(),
+        FLOW_COST + 1000 + half::PIECE_COST + half::OOO_COST
     );
     assert_eq!(
         t.r.flows.values().next().unwrap().halves[0].ooo_bytes(),
@@ -1008,11 +1007,32 @@ fn memory_accounting_counts_flows_and_buffered_bytes() {
     );
     // Filling the hole delivers everything and frees the buffer.
     t.c(ACK, 5, b"efghi");
-    assert_eq!(t.r.memory_used(), FLOW_COST + 1000);
+    assert_eq!(t.r.memory_used(), FLOW_COST);
+    // After a retransmission the direction keeps its last delivered segment, and says so.
+    t.c(ACK, 1008, b"xxz1"); // offsets 1007..1011: "xx" again, then "z1"
+    assert_eq!(t.r.memory_used(), FLOW_COST + 2);
+    t.c(ACK, 1012, b"123456");
+    assert_eq!(t.r.memory_used(), FLOW_COST + 6);
     t.r.finish(ms(100), &mut t.out);
     assert_eq!(t.r.memory_used(), 0);
     // The estimate covers the structures it claims to.
-    assert!(FLOW_COST >= size_of::<Flow>() + size_of::<FlowKey>());
+    assert!(FLOW_COST >= size_of::<Flow>() + size_of::<FlowKey>() + size_of::<LruKey>());
+    assert_eq!(size_of::<FlowKey>(), 40);
+}
+
+#[test]
+fn the_first_overlap_of_a_clean_direction_is_trimmed_unchecked() {
+    // Clean streams do not keep delivered bytes; the first retransmission turns keeping on.
+    let mut t = T::new();
+    t.c(SYN, 0, b"");
+    t.c(ACK, 1, b"abcd");
+    t.c(ACK, 3, b"XXef"); // overlaps "cd", content differs, but nothing held to compare
+    t.c(ACK, 5, b"YYgh"); // overlaps "ef", which was kept this time
+    assert_eq!(t.stream(1, Direction::ToServer), "abcdefgh");
+    let st = t.r.stats();
+    assert_eq!(st.overlap_bytes_trimmed, 4);
+    assert_eq!(st.overlap_bytes_unchecked, 2);
+    assert_eq!(st.overlap_conflict_bytes, 2);
 }
 
 #[test]
