@@ -117,8 +117,17 @@ struct Ooo {
     pieces: BTreeMap<u64, Piece>,
     /// (arrival, offset) of every piece, so the oldest is found in O(log n).
     arrivals: BTreeSet<(Nanos, u64)>,
-    /// Captured bytes held (the `ooo_bytes_per_flow` measure).
+    /// Captured bytes held.
     bytes: usize,
+}
+
+impl Ooo {
+    /// What the `ooo_bytes_per_flow` cap measures: captured bytes plus each piece's
+    /// bookkeeping, so a flood of tiny (or snap-length-only) segments cannot hold far more
+    /// memory than the cap says.
+    fn charge(&self) -> usize {
+        self.bytes + self.pieces.len() * PIECE_COST
+    }
 }
 
 /// One direction of a connection.
@@ -288,7 +297,7 @@ impl Half {
         }
         self.drain(who, ts, sh, out);
         let cap = sh.cfg.ooo_bytes_per_flow;
-        while self.ooo.as_ref().is_some_and(|o| o.bytes > cap) {
+        while self.ooo.as_ref().is_some_and(|o| o.charge() > cap) {
             self.skip_to_first(who, ts, sh, out);
             self.drain(who, ts, sh, out);
         }
@@ -547,6 +556,12 @@ impl Half {
     #[cfg(test)]
     pub fn ooo_bytes(&self) -> usize {
         self.ooo.as_ref().map_or(0, |o| o.bytes)
+    }
+
+    /// Pieces held in the out-of-order buffer.
+    #[cfg(test)]
+    pub fn ooo_pieces(&self) -> usize {
+        self.ooo.as_ref().map_or(0, |o| o.pieces.len())
     }
 }
 

@@ -39,7 +39,8 @@ pub struct ReassemblyConfig {
     /// Budget for the reassembler's own memory (flow state plus buffered bytes); `push` evicts
     /// the least recently active flows to stay within it.
     pub flow_memory: usize,
-    /// Captured bytes buffered per direction ahead of a hole before the hole is declared a gap.
+    /// Bytes buffered per direction ahead of a hole before the hole is declared a gap. Each
+    /// buffered piece also counts its bookkeeping (`PIECE_COST`, 144 bytes on 64-bit targets).
     pub ooo_bytes_per_flow: usize,
     /// A flow with no segment for this long is closed by [`Reassembler::expire`].
     pub idle_timeout: Duration,

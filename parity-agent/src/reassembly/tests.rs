@@ -571,9 +571,10 @@ fn out_of_order_segments_wait_for_the_hole() {
 
 #[test]
 fn out_of_order_cap_declares_a_gap_up_to_the_earliest_buffered_segment() {
+    let cap = 100 + 2 * half::PIECE_COST;
     let mut t = T::with(
         ReassemblyConfig {
-            ooo_bytes_per_flow: 100,
+            ooo_bytes_per_flow: cap,
             ..cfg()
         },
         vec![],
@@ -581,7 +582,7 @@ fn out_of_order_cap_declares_a_gap_up_to_the_earliest_buffered_segment() {
     t.c(SYN, 0, b"");
     t.c(ACK, 1, b"head");
     t.take();
-    // Hole at offset 4..10; 10..60 and 70..120 buffered (100 bytes: at the cap, not over).
+    // Hole at offset 4..10; 10..60 and 70..120 buffered: two pieces, 100 bytes, at the cap.
     t.c(ACK, 11, &[b'a'; 50]);
     t.c(ACK, 71, &[b'c'; 50]);
     assert!(t.take().is_empty());
@@ -600,6 +601,32 @@ fn out_of_order_cap_declares_a_gap_up_to_the_earliest_buffered_segment() {
     assert!(t.take().is_empty());
     assert_eq!(t.r.stats().duplicate_segments, 1);
     assert_eq!(t.r.stats().gap_bytes.gap, 6);
+}
+
+#[test]
+fn out_of_order_cap_counts_bookkeeping_so_tiny_segments_cannot_pile_up() {
+    let mut t = T::with(
+        ReassemblyConfig {
+            ooo_bytes_per_flow: 4096,
+            ..cfg()
+        },
+        vec![],
+    );
+    t.c(SYN, 0, b"");
+    // Snap-length-only segments (no captured byte) every other offset, ahead of a hole.
+    for i in 0..1000u32 {
+        t.seg_tail(CLIENT, SERVER, ACK, 10 + 2 * i, 0, b"", 1);
+        let held =
+            t.r.flows
+                .values()
+                .next()
+                .map_or(0, |f| f.halves[0].ooo_pieces());
+        assert!(
+            held * half::PIECE_COST <= 4096 + half::PIECE_COST,
+            "{held} pieces"
+        );
+    }
+    assert!(t.r.stats().gaps.gap > 0);
 }
 
 #[test]
