@@ -97,6 +97,11 @@ pub struct Limits {
     pub ooo_bytes_per_flow: ByteSize,
     /// A flow with no segment for this long is closed.
     pub idle_timeout: Dur,
+    /// A hole in a stream that later bytes have been waiting behind for this long (capture time) is
+    /// declared a gap and the stream continues after it. Live capture never sees a lost record
+    /// retransmitted, so this bounds how long loss stays invisible; replay rarely needs more than
+    /// the reordering window of the capture point.
+    pub gap_timeout: Dur,
     /// Longest request or response head (request line + headers).
     pub max_header_bytes: ByteSize,
     /// Decoded body bytes kept per message for comparison; length and hash cover the whole body.
@@ -121,6 +126,7 @@ impl Default for Limits {
             flow_memory: ByteSize::mib(256),
             ooo_bytes_per_flow: ByteSize::mib(1),
             idle_timeout: Dur::secs(60),
+            gap_timeout: Dur::secs(2),
             max_header_bytes: ByteSize::kib(64),
             max_body_bytes: ByteSize::mib(1),
             max_decoded_bytes: ByteSize::mib(64),
@@ -564,12 +570,17 @@ impl Config {
                 ));
             }
         }
-        if l.idle_timeout.0.is_zero() {
-            return Err(invalid(
-                find_key(text, "limits.idle_timeout"),
-                "limits.idle_timeout".into(),
-                "must be greater than zero".into(),
-            ));
+        for (key, d) in [
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.gap_timeout", l.gap_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(invalid(
+                    find_key(text, key),
+                    key.into(),
+                    "must be greater than zero".into(),
+                ));
+            }
         }
         if l.ring_buffer_bytes.0 > (1 << 31) {
             return Err(invalid(
@@ -1025,6 +1036,8 @@ endpoint = "GET /api/orders"
         assert_eq!(key, "capture.targets[0]");
         let (line, key, _) = invalid("[limits]\npending_pairs = 0\n");
         assert_eq!((line, key.as_str()), (2, "limits.pending_pairs"));
+        let (line, key, _) = invalid("[limits]\nidle_timeout = \"1s\"\ngap_timeout = \"0s\"\n");
+        assert_eq!((line, key.as_str()), (3, "limits.gap_timeout"));
     }
 
     #[test]

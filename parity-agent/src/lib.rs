@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod mask;
 pub mod matcher;
 pub mod metrics;
+pub mod reassembly;
 pub mod segment;
 pub mod stream;
 pub mod summary;
