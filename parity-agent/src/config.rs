@@ -724,7 +724,7 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
-            if !(p.latency_regression_ratio >= 1.0) {
+            if p.latency_regression_ratio.is_nan() || p.latency_regression_ratio < 1.0 {
                 return Err(invalid(
                     find_key(text, "latency_regression_ratio"),
                     key("latency_regression_ratio"),

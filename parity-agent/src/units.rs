@@ -108,7 +108,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (name, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= m && n % m == 0 {
+            if n >= m && n.is_multiple_of(m) {
                 return write!(f, "{}{}", n / m, name);
             }
         }
@@ -190,7 +190,7 @@ impl FromStr for Dur {
             _ => return Err(UnitError::BadDuration(s.to_string())),
         };
         let secs = n * secs_per_unit;
-        if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
             return Err(UnitError::Overflow(s.to_string()));
         }
         Ok(Dur(Duration::from_secs_f64(secs)))
@@ -212,7 +212,7 @@ impl fmt::Display for Dur {
             ("ms", 1_000_000),
             ("us", 1_000),
         ] {
-            if ns % unit == 0 {
+            if ns.is_multiple_of(unit) {
                 return write!(f, "{}{}", ns / unit, name);
             }
         }
