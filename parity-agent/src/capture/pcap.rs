@@ -1,0 +1,1068 @@
+//! Capture files: reads pcap and pcapng files (optionally gzip-compressed) into [`Segment`]s.
+//!
+//! [`CaptureReader`] detects the container by its magic number, reads the file in large chunks
+//! and hands out every TCP segment it finds, with its payload as a [`Bytes`] slice of the chunk
+//! it was read in: no per-packet copy or allocation. Packets that carry no TCP segment (UDP, ARP,
+//! IP fragments, malformed or snapped headers, interfaces with an unsupported link type) are
+//! counted by reason in [`ReadStats`] and skipped.
+//!
+//! A file cut short at its end (a killed `tcpdump`, a gzip stream that stops early) yields
+//! everything before the cut, then ends, with [`ReadStats::truncated_at`] set and a warning
+//! logged. Damage before the end (an impossible record or block length, a corrupt gzip stream)
+//! is a [`CaptureError::Format`] naming the file and byte offset: the reader does not guess
+//! where the next good record might start.
+//!
+//! This module reads files; it does not filter flows, reassemble TCP or reorder packets, and it
+//! does not write captures.
+
+mod decode;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::Bytes;
+use flate2::read::MultiGzDecoder;
+
+use crate::segment::{Nanos, Segment, TcpFlags};
+use decode::{LinkType, Skip};
+
+/// How much the reader asks its source for at a time. Payload slices keep their chunk alive, so
+/// this is also the granule of memory a long-held payload pins.
+const CHUNK: usize = 2 << 20;
+/// The largest pcap record or pcapng block accepted; anything larger is damage, not data.
+const MAX_RECORD: usize = 256 << 20;
+/// libpcap never captures more than this per packet unless the snap length says more, so a
+/// classic pcap record beyond `max(snaplen, this)` is damage.
+const PCAP_MIN_RECORD_LIMIT: u32 = 262_144;
+/// Interfaces per pcapng section; real captures have a handful.
+const MAX_INTERFACES: usize = 1 << 16;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const PCAPNG_SHB: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+const PCAPNG_BOM: u32 = 0x1a2b_3c4d;
+
+const HINT_NOT_A_CAPTURE: &str = "parity reads pcap and pcapng files, optionally gzip-compressed; \
+     is this a pcap or pcapng file? `file FILE` or `capinfos FILE` tells";
+const HINT_DAMAGED: &str = "the file is damaged from here on; `capinfos FILE` shows how much \
+     Wireshark can read, and `editcap` can cut the good part out";
+
+/// What a [`CaptureReader`] read and why it skipped what it skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Packet records read (pcap records; pcapng enhanced, simple and obsolete packet blocks).
+    pub packets: u64,
+    /// Packets returned as segments.
+    pub tcp_segments: u64,
+    /// Packets skipped because they carry no TCP over IPv4/IPv6 (UDP, ICMP, ARP, ...).
+    pub non_tcp: u64,
+    /// Packets skipped because they are IP fragments (fragments are not reassembled).
+    pub ip_fragment: u64,
+    /// Packets skipped because a header is inconsistent or too short (also pcapng packets that
+    /// name an interface the section never described).
+    pub malformed: u64,
+    /// Packets skipped because their pcapng interface has a link type parity cannot decode.
+    pub unknown_linktype: u64,
+    /// Segments returned with a `missing_tail`: the snap length cut their payload.
+    pub snapped: u64,
+    /// Packets skipped because the snap length cut them inside the link, IP or TCP header.
+    pub snapped_header: u64,
+    /// Bytes of the file consumed so far (compressed bytes for a gzip file), for progress.
+    pub bytes_read: u64,
+    /// Where the file was cut short, if it was: the offset (in the decompressed stream for a
+    /// gzip file) of the record that ends early, or of the end of a gzip stream that stops early.
+    pub truncated_at: Option<u64>,
+}
+
+/// Why a capture file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file could not be opened or read.
+    #[error("reading {file}: {source}")]
+    Io {
+        /// The capture file.
+        file: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes are not a capture, or the capture is damaged before its end.
+    #[error("{file}: bad capture data at byte {offset}: {what}")]
+    Format {
+        /// The capture file.
+        file: String,
+        /// Byte offset of the bad data (in the decompressed stream for a gzip file).
+        offset: u64,
+        /// What is wrong and what to do about it.
+        what: String,
+    },
+    /// A classic pcap file whose link type parity cannot decode.
+    #[error(
+        "{file}: link type {linktype} ({}) is not supported; parity decodes Ethernet (1), BSD \
+         loopback (0, 108), raw IP (101, 228, 229) and Linux cooked captures (113, 276): capture on \
+         an Ethernet interface or with `tcpdump -i any`",
+        linktype_name(*linktype)
+    )]
+    UnsupportedLinkType {
+        /// The capture file.
+        file: String,
+        /// The file's `LINKTYPE_*` value.
+        linktype: u32,
+    },
+}
+
+/// Reads one pcap or pcapng file (gzip-compressed or not) as a sequence of TCP [`Segment`]s.
+///
+/// After an error or the end of the file, [`next_segment`](Self::next_segment) keeps returning
+/// `Ok(None)`.
+pub struct CaptureReader {
+    name: String,
+    input: Input,
+    format: Format,
+    stats: ReadStats,
+    file_size: Option<u64>,
+    gzip: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("name", &self.name)
+            .field("gzip", &self.gzip)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaptureReader {
+    /// Opens a capture file, telling pcap, pcapng and gzip apart by their magic numbers.
+    pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| CaptureError::Io {
+            file: name.clone(),
+            source,
+        })?;
+        let file_size = file.metadata().ok().map(|m| m.len());
+        let mut reader = CaptureReader::from_reader(name, Box::new(file))?;
+        reader.file_size = file_size;
+        Ok(reader)
+    }
+
+    /// Reads a capture from any byte source; `name` is what errors and logs call it.
+    pub fn from_reader(
+        name: String,
+        r: Box<dyn Read + Send>,
+    ) -> Result<CaptureReader, CaptureError> {
+        let mut reader = CaptureReader {
+            name,
+            input: Input::new(Source::Plain(r)),
+            format: Format::Pcap(Pcap {
+                order: Order::Le,
+                nanos: false,
+                link: LinkType::Ethernet,
+                max_record: 0,
+            }),
+            stats: ReadStats::default(),
+            file_size: None,
+            gzip: false,
+            done: false,
+        };
+        if reader.fill(2)? && reader.input.rest().starts_with(&GZIP_MAGIC) {
+            reader.input.decompress();
+            reader.gzip = true;
+        }
+        reader.format = reader.read_file_header()?;
+        tracing::debug!(file = %reader.name, gzip = reader.gzip, format = reader.format.name(), "opened capture");
+        Ok(reader)
+    }
+
+    /// The next TCP segment, or `None` at the end of the file.
+    pub fn next_segment(&mut self) -> Result<Option<Segment>, CaptureError> {
+        let result = self.next_segment_inner();
+        self.stats.bytes_read = self.input.consumed();
+        if !matches!(result, Ok(Some(_))) {
+            self.done = true;
+        }
+        result
+    }
+
+    /// What was read and skipped so far.
+    pub fn stats(&self) -> &ReadStats {
+        &self.stats
+    }
+
+    /// The size of the file on disk (compressed size for a gzip file), when opened by path.
+    pub fn file_size(&self) -> Option<u64> {
+        self.file_size
+    }
+
+    fn next_segment_inner(&mut self) -> Result<Option<Segment>, CaptureError> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let raw = match self.next_record() {
+                Ok(Next::Packet(raw)) => raw,
+                Ok(Next::End) => return Ok(None),
+                Ok(Next::Truncated(offset)) => {
+                    self.stats.truncated_at = Some(offset);
+                    tracing::warn!(
+                        file = %self.name,
+                        offset,
+                        gzip = self.gzip,
+                        "capture is cut short: it ends inside the record at byte {offset}{}; \
+                         everything before it was read (was the capture killed?)",
+                        if self.gzip { " of the decompressed stream" } else { "" }
+                    );
+                    return Ok(None);
+                }
+                Err(bad) => return Err(self.error(bad)),
+            };
+            self.stats.packets += 1;
+            let link = match raw.link {
+                RawLink::Known(link) => link,
+                RawLink::Unknown => {
+                    self.stats.unknown_linktype += 1;
+                    continue;
+                }
+                RawLink::NoInterface => {
+                    self.stats.malformed += 1;
+                    continue;
+                }
+            };
+            let Some(frame) = self.input.buf.get(raw.data.clone()) else {
+                self.stats.malformed += 1;
+                continue;
+            };
+            match decode::decode(link, frame, raw.wire_len) {
+                Ok(tcp) => {
+                    if tcp.payload.start > tcp.payload.end || tcp.payload.end > frame.len() {
+                        self.stats.malformed += 1;
+                        continue;
+                    }
+                    let start = raw.data.start;
+                    let payload = self
+                        .input
+                        .buf
+                        .slice(start + tcp.payload.start..start + tcp.payload.end);
+                    self.stats.tcp_segments += 1;
+                    if tcp.missing_tail > 0 {
+                        self.stats.snapped += 1;
+                    }
+                    return Ok(Some(Segment {
+                        ts: raw.ts,
+                        src: tcp.src,
+                        dst: tcp.dst,
+                        seq: tcp.seq,
+                        ack: tcp.ack,
+                        flags: TcpFlags(tcp.flags),
+                        payload,
+                        missing_tail: tcp.missing_tail,
+                    }));
+                }
+                Err(Skip::NonTcp) => self.stats.non_tcp += 1,
+                Err(Skip::Fragment) => self.stats.ip_fragment += 1,
+                Err(Skip::Malformed) => self.stats.malformed += 1,
+                Err(Skip::SnappedHeader) => self.stats.snapped_header += 1,
+            }
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Next, Bad> {
+        match &mut self.format {
+            Format::Pcap(p) => p.next(&mut self.input),
+            Format::PcapNg(ng) => ng.next(&mut self.input, &self.name),
+        }
+    }
+
+    /// Makes `n` bytes available at the read position; `false` if the stream ends first.
+    fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
+        self.input.fill(n).map_err(|bad| self.error(bad))
+    }
+
+    fn read_file_header(&mut self) -> Result<Format, CaptureError> {
+        if !self.fill(4)? {
+            let what = match (self.input.rest().len(), self.gzip) {
+                (0, false) => "the file is empty".to_string(),
+                (0, true) => "the gzip stream holds no data".to_string(),
+                (n, _) => format!("only {n} bytes, too short for a capture header"),
+            };
+            return Err(self.format_error(0, format!("{what}; {HINT_NOT_A_CAPTURE}")));
+        }
+        let magic: [u8; 4] = self
+            .input
+            .rest()
+            .get(..4)
+            .and_then(|m| m.try_into().ok())
+            .unwrap_or_default();
+        let pcap = match magic {
+            [0xd4, 0xc3, 0xb2, 0xa1] => Some((Order::Le, false)),
+            [0xa1, 0xb2, 0xc3, 0xd4] => Some((Order::Be, false)),
+            [0x4d, 0x3c, 0xb2, 0xa1] => Some((Order::Le, true)),
+            [0xa1, 0xb2, 0x3c, 0x4d] => Some((Order::Be, true)),
+            _ => None,
+        };
+        if let Some((order, nanos)) = pcap {
+            return self.read_pcap_header(order, nanos).map(Format::Pcap);
+        }
+        if magic == PCAPNG_SHB {
+            let mut ng = PcapNg {
+                order: Order::Le,
+                interfaces: Vec::new(),
+                last_ts: Nanos(0),
+            };
+            return match ng.section_header(&mut self.input) {
+                Ok(Some(())) => Ok(Format::PcapNg(ng)),
+                Ok(None) => Err(self.format_error(
+                    0,
+                    format!(
+                        "the file ends inside its pcapng section header block; {HINT_NOT_A_CAPTURE}"
+                    ),
+                )),
+                Err(Bad::Format { offset, what }) => {
+                    Err(self.format_error(offset, format!("{what}; {HINT_NOT_A_CAPTURE}")))
+                }
+                Err(bad) => Err(self.error(bad)),
+            };
+        }
+        Err(self.format_error(
+            0,
+            format!("{}; {HINT_NOT_A_CAPTURE}", describe_magic(magic, self.gzip)),
+        ))
+    }
+
+    fn read_pcap_header(&mut self, order: Order, nanos: bool) -> Result<Pcap, CaptureError> {
+        if !self.fill(24)? {
+            return Err(self.format_error(
+                0,
+                format!("the file ends inside its 24-byte pcap header; {HINT_NOT_A_CAPTURE}"),
+            ));
+        }
+        let h = self.input.rest();
+        let (major, minor) = (rd_u16(h, 4, order), rd_u16(h, 6, order));
+        let snaplen = rd_u32(h, 16, order);
+        // The upper bits of the link-type field carry FCS flags, not the link type.
+        let linktype = rd_u32(h, 20, order) & 0xffff;
+        if major != 2 {
+            return Err(self.format_error(
+                4,
+                format!(
+                    "pcap version {major}.{minor} is not supported (only 2.x); {HINT_NOT_A_CAPTURE}"
+                ),
+            ));
+        }
+        let Some(link) = LinkType::from_linktype(linktype) else {
+            return Err(CaptureError::UnsupportedLinkType {
+                file: self.name.clone(),
+                linktype,
+            });
+        };
+        self.input.advance(24);
+        let max_record = usize::try_from(snaplen.max(PCAP_MIN_RECORD_LIMIT))
+            .unwrap_or(MAX_RECORD)
+            .min(MAX_RECORD);
+        Ok(Pcap {
+            order,
+            nanos,
+            link,
+            max_record,
+        })
+    }
+
+    fn error(&self, bad: Bad) -> CaptureError {
+        match bad {
+            Bad::Io(source) => CaptureError::Io {
+                file: self.name.clone(),
+                source,
+            },
+            Bad::Gzip { offset, source } => self.format_error(
+                offset,
+                format!(
+                    "the gzip stream is corrupt ({source}); `gzip -t FILE` confirms, and \
+                     `gzip -dc FILE > copy.pcap` keeps what decompresses"
+                ),
+            ),
+            Bad::Format { offset, what } => {
+                self.format_error(offset, format!("{what}; {HINT_DAMAGED}"))
+            }
+        }
+    }
+
+    fn format_error(&self, offset: u64, what: String) -> CaptureError {
+        let what = what.replace("FILE", &self.name);
+        let what = if self.gzip {
+            format!("{what} (the file is gzip-compressed: the offset counts decompressed bytes)")
+        } else {
+            what
+        };
+        CaptureError::Format {
+            file: self.name.clone(),
+            offset,
+            what,
+        }
+    }
+}
+
+/// What a magic number that is not pcap or pcapng probably is.
+fn describe_magic(magic: [u8; 4], gzip: bool) -> String {
+    let hex = format!(
+        "{:02x} {:02x} {:02x} {:02x}",
+        magic[0], magic[1], magic[2], magic[3]
+    );
+    let kind = match magic {
+        [0x28, 0xb5, 0x2f, 0xfd] => "zstd-compressed data: decompress it first (`zstd -d FILE`)",
+        [0xfd, 0x37, 0x7a, 0x58] => "xz-compressed data: decompress it first (`xz -d FILE`)",
+        [0x42, 0x5a, 0x68, _] => "bzip2-compressed data: decompress it first (`bzip2 -d FILE`)",
+        [0x04, 0x22, 0x4d, 0x18] => "lz4-compressed data: decompress it first (`lz4 -d FILE`)",
+        [0x1f, 0x8b, _, _] if gzip => {
+            "gzip-compressed twice: decompress it once first (`gzip -dc FILE > once.gz`)"
+        }
+        [0xa1, 0xb2, 0xcd, 0x34] | [0x34, 0xcd, 0xb2, 0xa1] => {
+            "a Kuznetzov-patched pcap, which parity does not read: convert it with \
+             `editcap -F pcap FILE out.pcap`"
+        }
+        _ => "neither pcap nor pcapng",
+    };
+    format!("unknown magic number {hex} ({kind})")
+}
+
+/// A human name for the link types people most often meet, for the unsupported-link-type error.
+fn linktype_name(linktype: u32) -> &'static str {
+    match linktype {
+        6 => "Token Ring",
+        9 => "PPP",
+        10 => "FDDI",
+        50 => "PPP in HDLC framing",
+        104 => "Cisco HDLC",
+        105 => "IEEE 802.11 without radio header",
+        119 => "802.11 with Prism header",
+        127 => "802.11 with radiotap header",
+        147..=162 => "user-defined",
+        189 | 220 | 249 => "USB",
+        192 => "PPI",
+        195 | 215 | 230 | 283 => "IEEE 802.15.4",
+        201 | 187 | 272 => "Bluetooth",
+        227 => "SocketCAN",
+        253 => "netlink",
+        _ => "not decoded by parity",
+    }
+}
+
+/// Byte order of a file or pcapng section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    Le,
+    Be,
+}
+
+/// A `u16` at `at` in `b`; the callers have made sure the bytes are there (0 if not, never a
+/// panic).
+fn rd_u16(b: &[u8], at: usize, order: Order) -> u16 {
+    match b.get(at..at + 2) {
+        Some(&[x, y]) => match order {
+            Order::Le => u16::from_le_bytes([x, y]),
+            Order::Be => u16::from_be_bytes([x, y]),
+        },
+        _ => 0,
+    }
+}
+
+/// A `u32` at `at` in `b`; see [`rd_u16`].
+fn rd_u32(b: &[u8], at: usize, order: Order) -> u32 {
+    match b.get(at..at + 4) {
+        Some(&[w, x, y, z]) => match order {
+            Order::Le => u32::from_le_bytes([w, x, y, z]),
+            Order::Be => u32::from_be_bytes([w, x, y, z]),
+        },
+        _ => 0,
+    }
+}
+
+/// What went wrong below the reader, before it knows the file's name.
+#[derive(Debug)]
+enum Bad {
+    /// The source failed.
+    Io(io::Error),
+    /// The gzip stream is corrupt; `offset` is where decompressed data stops.
+    Gzip { offset: u64, source: io::Error },
+    /// The capture is damaged at `offset` (the caller adds the fix hint).
+    Format { offset: u64, what: String },
+}
+
+/// What the container layer found next.
+enum Next {
+    Packet(Raw),
+    End,
+    /// The stream ends inside the record starting at this offset.
+    Truncated(u64),
+}
+
+/// A packet record, its frame located in `Input::buf`.
+struct Raw {
+    ts: Nanos,
+    link: RawLink,
+    data: Range<usize>,
+    wire_len: usize,
+}
+
+enum RawLink {
+    Known(LinkType),
+    /// A pcapng interface with a link type parity does not decode.
+    Unknown,
+    /// A pcapng packet naming an interface its section does not describe.
+    NoInterface,
+}
+
+/// The byte source below the chunk buffer.
+enum Source {
+    Plain(Box<dyn Read + Send>),
+    Gzip(Box<MultiGzDecoder<Counted>>),
+}
+
+/// The raw bytes under a gzip decoder, counted for progress reporting.
+struct Counted {
+    inner: io::Chain<io::Cursor<Bytes>, Box<dyn Read + Send>>,
+    count: u64,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// The decompressed byte stream, held as one frozen chunk at a time so records can be handed
+/// out as zero-copy slices of it.
+struct Input {
+    source: Source,
+    /// The current chunk; `buf[pos..]` is not parsed yet.
+    buf: Bytes,
+    pos: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    /// The gzip stream ended before its end: what was decompressed is all there is.
+    cut_short: bool,
+}
+
+impl Input {
+    fn new(source: Source) -> Input {
+        Input {
+            source,
+            buf: Bytes::new(),
+            pos: 0,
+            base: 0,
+            eof: false,
+            cut_short: false,
+        }
+    }
+
+    /// Stream offset of the read position.
+    fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    /// Bytes of the underlying file consumed (compressed bytes for gzip).
+    fn consumed(&self) -> u64 {
+        match &self.source {
+            Source::Plain(_) => self.offset(),
+            Source::Gzip(d) => d.get_ref().count,
+        }
+    }
+
+    /// The unparsed bytes of the current chunk.
+    fn rest(&self) -> &[u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+
+    /// Re-reads the stream through a gzip decoder, starting with the bytes already buffered.
+    fn decompress(&mut self) {
+        let prefix = self.buf.slice(self.pos.min(self.buf.len())..);
+        let raw = match std::mem::replace(&mut self.source, Source::Plain(Box::new(io::empty()))) {
+            Source::Plain(r) => r,
+            Source::Gzip(_) => return,
+        };
+        let counted = Counted {
+            inner: io::Cursor::new(prefix).chain(raw),
+            count: 0,
+        };
+        *self = Input::new(Source::Gzip(Box::new(MultiGzDecoder::new(counted))));
+    }
+
+    /// Makes `n` bytes available at the read position; `false` if the stream ends first (then
+    /// whatever is left is still in `rest()`).
+    #[inline]
+    fn fill(&mut self, n: usize) -> Result<bool, Bad> {
+        if self.buf.len() - self.pos >= n {
+            return Ok(true);
+        }
+        self.refill(n)
+    }
+
+    /// Starts a new chunk with the unparsed tail of the current one (one partial record) and
+    /// reads until it holds `n` bytes and at least a chunk's worth, or the stream ends. Growth is
+    /// one chunk at a time, so a record length read from damaged data never allocates more than
+    /// the stream actually holds.
+    fn refill(&mut self, n: usize) -> Result<bool, Bad> {
+        if self.eof {
+            return Ok(false);
+        }
+        let rest = self.rest();
+        let target = n.max(CHUNK);
+        let mut v = Vec::with_capacity(target.min(rest.len() + CHUNK));
+        v.extend_from_slice(rest);
+        self.base += self.pos as u64;
+        let mut result = Ok(());
+        while v.len() < target {
+            let step = (target - v.len()).min(CHUNK);
+            v.reserve(step);
+            match self.read_some(&mut v, step) {
+                Ok(got) if got < step => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(bad) => {
+                    result = Err(bad);
+                    break;
+                }
+            }
+        }
+        let read_end = self.base + v.len() as u64;
+        self.buf = Bytes::from(v);
+        self.pos = 0;
+        match result {
+            Ok(()) => Ok(self.buf.len() >= n),
+            Err(e) => match &self.source {
+                Source::Plain(_) => Err(Bad::Io(e)),
+                // A gzip stream that simply stops is a capture cut short, like a raw file that
+                // stops; anything else is corruption.
+                Source::Gzip(_) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.eof = true;
+                    self.cut_short = true;
+                    Ok(self.buf.len() >= n)
+                }
+                Source::Gzip(_) => Err(Bad::Gzip {
+                    offset: read_end,
+                    source: e,
+                }),
+            },
+        }
+    }
+
+    /// Appends up to `n` bytes to `v`; fewer only at the end of the stream.
+    fn read_some(&mut self, v: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+        let limit = n as u64;
+        match &mut self.source {
+            Source::Plain(r) => r.by_ref().take(limit).read_to_end(v),
+            Source::Gzip(d) => d.by_ref().take(limit).read_to_end(v),
+        }
+    }
+
+    /// The stream ended at a record boundary or inside a record starting at `offset`.
+    fn end_at(&self, offset: u64) -> Next {
+        if self.rest().is_empty() && !self.cut_short {
+            Next::End
+        } else {
+            Next::Truncated(offset)
+        }
+    }
+}
+
+enum Format {
+    Pcap(Pcap),
+    PcapNg(PcapNg),
+}
+
+impl Format {
+    fn name(&self) -> &'static str {
+        match self {
+            Format::Pcap(p) if p.nanos => "pcap (ns)",
+            Format::Pcap(_) => "pcap",
+            Format::PcapNg(_) => "pcapng",
+        }
+    }
+}
+
+/// A classic pcap file: one link type, fixed 16-byte record headers.
+struct Pcap {
+    order: Order,
+    nanos: bool,
+    link: LinkType,
+    max_record: usize,
+}
+
+impl Pcap {
+    fn next(&mut self, input: &mut Input) -> Result<Next, Bad> {
+        let offset = input.offset();
+        if !input.fill(16)? {
+            return Ok(input.end_at(offset));
+        }
+        let h = input.rest();
+        let sec = rd_u32(h, 0, self.order);
+        let frac = rd_u32(h, 4, self.order);
+        let caplen = rd_u32(h, 8, self.order) as usize;
+        let wire_len = rd_u32(h, 12, self.order) as usize;
+        if caplen > self.max_record {
+            return Err(Bad::Format {
+                offset,
+                what: format!(
+                    "record length {caplen} is larger than this file's snap length allows \
+                     ({} bytes)",
+                    self.max_record
+                ),
+            });
+        }
+        if !input.fill(16 + caplen)? {
+            return Ok(Next::Truncated(offset));
+        }
+        let start = input.pos + 16;
+        input.advance(16 + caplen);
+        let frac_ns = if self.nanos {
+            u64::from(frac)
+        } else {
+            u64::from(frac) * 1000
+        };
+        Ok(Next::Packet(Raw {
+            ts: Nanos(u64::from(sec) * 1_000_000_000 + frac_ns),
+            link: RawLink::Known(self.link),
+            data: start..start + caplen,
+            wire_len: wire_len.max(caplen),
+        }))
+    }
+}
+
+/// A pcapng file: sections of blocks, each section with its own byte order and interfaces.
+struct PcapNg {
+    order: Order,
+    interfaces: Vec<Interface>,
+    /// The last packet timestamp, for simple packet blocks, which carry none.
+    last_ts: Nanos,
+}
+
+struct Interface {
+    link: Option<LinkType>,
+    snaplen: u32,
+    ts: TsScale,
+    /// `if_tsoffset`: seconds to add to every timestamp.
+    ts_offset_secs: i64,
+}
+
+/// How an interface's timestamp units convert to nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TsScale {
+    Mul(u64),
+    Div(u64),
+    /// Units of 2^-n seconds.
+    Pow2(u32),
+}
+
+impl TsScale {
+    /// From the `if_tsresol` option: 10^-n seconds, or 2^-n when the top bit is set.
+    fn from_tsresol(resol: u8) -> TsScale {
+        let n = u32::from(resol & 0x7f);
+        if resol & 0x80 != 0 {
+            TsScale::Pow2(n)
+        } else if n <= 9 {
+            TsScale::Mul(10u64.pow(9 - n))
+        } else {
+            TsScale::Div(10u64.checked_pow(n - 9).unwrap_or(u64::MAX))
+        }
+    }
+
+    fn to_nanos(self, units: u64) -> u64 {
+        match self {
+            TsScale::Mul(m) => units.saturating_mul(m),
+            TsScale::Div(d) => units / d,
+            TsScale::Pow2(n) => {
+                u64::try_from((u128::from(units) * 1_000_000_000) >> n).unwrap_or(u64::MAX)
+            }
+        }
+    }
+}
+
+impl Interface {
+    fn nanos(&self, units: u64) -> Nanos {
+        let ns = self.ts.to_nanos(units);
+        if self.ts_offset_secs == 0 {
+            return Nanos(ns);
+        }
+        let shifted = i128::from(ns) + i128::from(self.ts_offset_secs) * 1_000_000_000;
+        Nanos(u64::try_from(shifted.max(0)).unwrap_or(u64::MAX))
+    }
+}
+
+const BLOCK_IDB: u32 = 1;
+const BLOCK_PB: u32 = 2;
+const BLOCK_SPB: u32 = 3;
+const BLOCK_EPB: u32 = 6;
+const OPT_END: u16 = 0;
+const OPT_IF_TSRESOL: u16 = 9;
+const OPT_IF_TSOFFSET: u16 = 14;
+
+impl PcapNg {
+    fn next(&mut self, input: &mut Input, name: &str) -> Result<Next, Bad> {
+        loop {
+            let offset = input.offset();
+            if !input.fill(8)? {
+                return Ok(input.end_at(offset));
+            }
+            if input.rest().starts_with(&PCAPNG_SHB) {
+                match self.section_header(input)? {
+                    Some(()) => continue,
+                    None => return Ok(Next::Truncated(offset)),
+                }
+            }
+            let h = input.rest();
+            let block_type = rd_u32(h, 0, self.order);
+            let len = block_len(rd_u32(h, 4, self.order), 12, offset)?;
+            if !input.fill(len)? {
+                return Ok(Next::Truncated(offset));
+            }
+            check_trailer(input.rest(), len, self.order, offset)?;
+            let body = input.pos + 8..input.pos + len - 4;
+            input.advance(len);
+            let raw = match block_type {
+                BLOCK_IDB => {
+                    self.interface(input.buf.get(body).unwrap_or_default(), offset, name)?;
+                    continue;
+                }
+                BLOCK_EPB => self.packet(input, body, offset, false)?,
+                BLOCK_PB => self.packet(input, body, offset, true)?,
+                BLOCK_SPB => self.simple_packet(input, body, offset)?,
+                // Name resolution, statistics, decryption secrets, custom blocks, ...: nothing
+                // parity needs.
+                _ => continue,
+            };
+            return Ok(Next::Packet(raw));
+        }
+    }
+
+    /// Reads the section header block at the read position, which starts a new section with its
+    /// own byte order and no interfaces. `None` if the stream ends inside it.
+    fn section_header(&mut self, input: &mut Input) -> Result<Option<()>, Bad> {
+        let offset = input.offset();
+        if !input.fill(12)? {
+            return Ok(None);
+        }
+        let h = input.rest();
+        let order = match rd_u32(h, 8, Order::Le) {
+            PCAPNG_BOM => Order::Le,
+            bom if bom.swap_bytes() == PCAPNG_BOM => Order::Be,
+            bom => {
+                return Err(Bad::Format {
+                    offset: offset + 8,
+                    what: format!(
+                        "pcapng section header has byte-order magic {bom:#010x}, not 0x1a2b3c4d"
+                    ),
+                })
+            }
+        };
+        let len = block_len(rd_u32(h, 4, order), 28, offset)?;
+        if !input.fill(len)? {
+            return Ok(None);
+        }
+        let h = input.rest();
+        check_trailer(h, len, order, offset)?;
+        let (major, minor) = (rd_u16(h, 12, order), rd_u16(h, 14, order));
+        if major != 1 {
+            return Err(Bad::Format {
+                offset,
+                what: format!("pcapng version {major}.{minor} is not supported (only 1.x)"),
+            });
+        }
+        input.advance(len);
+        self.order = order;
+        self.interfaces.clear();
+        Ok(Some(()))
+    }
+
+    fn interface(&mut self, body: &[u8], offset: u64, name: &str) -> Result<(), Bad> {
+        if body.len() < 8 {
+            return Err(Bad::Format {
+                offset,
+                what: format!("interface description block body of {} bytes", body.len()),
+            });
+        }
+        if self.interfaces.len() >= MAX_INTERFACES {
+            return Err(Bad::Format {
+                offset,
+                what: format!("more than {MAX_INTERFACES} interfaces in one pcapng section"),
+            });
+        }
+        let linktype = u32::from(rd_u16(body, 0, self.order));
+        let snaplen = rd_u32(body, 4, self.order);
+        let mut iface = Interface {
+            link: LinkType::from_linktype(linktype),
+            snaplen,
+            ts: TsScale::Mul(1000),
+            ts_offset_secs: 0,
+        };
+        let mut at = 8;
+        while at + 4 <= body.len() {
+            let code = rd_u16(body, at, self.order);
+            let len = usize::from(rd_u16(body, at + 2, self.order));
+            let value = body.get(at + 4..at + 4 + len).ok_or_else(|| Bad::Format {
+                offset: offset + 8 + at as u64,
+                what: format!("interface option {code} of {len} bytes runs past its block"),
+            })?;
+            match code {
+                OPT_END => break,
+                OPT_IF_TSRESOL => {
+                    if let Some(&resol) = value.first() {
+                        iface.ts = TsScale::from_tsresol(resol);
+                    }
+                }
+                OPT_IF_TSOFFSET => {
+                    if let Ok(v) = <[u8; 8]>::try_from(value) {
+                        iface.ts_offset_secs = match self.order {
+                            Order::Le => i64::from_le_bytes(v),
+                            Order::Be => i64::from_be_bytes(v),
+                        };
+                    }
+                }
+                _ => {}
+            }
+            at += 4 + len.next_multiple_of(4);
+        }
+        if iface.link.is_none() {
+            tracing::warn!(
+                file = %name,
+                interface = self.interfaces.len(),
+                linktype,
+                "pcapng interface {} has link type {linktype} ({}), which parity does not decode: \
+                 its packets are skipped and counted as unknown_linktype",
+                self.interfaces.len(),
+                linktype_name(linktype)
+            );
+        }
+        self.interfaces.push(iface);
+        Ok(())
+    }
+
+    /// An enhanced packet block (or the obsolete packet block, whose interface id is 16 bits
+    /// followed by a drop counter).
+    fn packet(
+        &mut self,
+        input: &Input,
+        body: Range<usize>,
+        offset: u64,
+        obsolete: bool,
+    ) -> Result<Raw, Bad> {
+        let b = input.buf.get(body.clone()).unwrap_or_default();
+        if b.len() < 20 {
+            return Err(Bad::Format {
+                offset,
+                what: format!("packet block body of {} bytes, less than 20", b.len()),
+            });
+        }
+        let iface = if obsolete {
+            u32::from(rd_u16(b, 0, self.order))
+        } else {
+            rd_u32(b, 0, self.order)
+        };
+        let units = u64::from(rd_u32(b, 4, self.order)) << 32 | u64::from(rd_u32(b, 8, self.order));
+        let caplen = rd_u32(b, 12, self.order) as usize;
+        let wire_len = rd_u32(b, 16, self.order) as usize;
+        if caplen > b.len() - 20 {
+            return Err(Bad::Format {
+                offset,
+                what: format!(
+                    "packet block says it holds {caplen} captured bytes but has room for {}",
+                    b.len() - 20
+                ),
+            });
+        }
+        let data = body.start + 20..body.start + 20 + caplen;
+        let wire_len = wire_len.max(caplen);
+        let Some(interface) = self.interfaces.get(iface as usize) else {
+            return Ok(Raw {
+                ts: self.last_ts,
+                link: RawLink::NoInterface,
+                data,
+                wire_len,
+            });
+        };
+        let ts = interface.nanos(units);
+        self.last_ts = ts;
+        Ok(Raw {
+            ts,
+            link: interface.link.map_or(RawLink::Unknown, RawLink::Known),
+            data,
+            wire_len,
+        })
+    }
+
+    /// A simple packet block: interface 0, no timestamp (the previous packet's is used), and a
+    /// captured length implied by the block length and the interface's snap length.
+    fn simple_packet(
+        &mut self,
+        input: &Input,
+        body: Range<usize>,
+        offset: u64,
+    ) -> Result<Raw, Bad> {
+        let b = input.buf.get(body.clone()).unwrap_or_default();
+        if b.len() < 4 {
+            return Err(Bad::Format {
+                offset,
+                what: format!("simple packet block body of {} bytes, less than 4", b.len()),
+            });
+        }
+        let wire_len = rd_u32(b, 0, self.order) as usize;
+        let mut caplen = wire_len.min(b.len() - 4);
+        let link = match self.interfaces.first() {
+            Some(interface) => {
+                if interface.snaplen != 0 {
+                    caplen = caplen.min(interface.snaplen as usize);
+                }
+                interface.link.map_or(RawLink::Unknown, RawLink::Known)
+            }
+            None => RawLink::NoInterface,
+        };
+        Ok(Raw {
+            ts: self.last_ts,
+            link,
+            data: body.start + 4..body.start + 4 + caplen,
+            wire_len: wire_len.max(caplen),
+        })
+    }
+}
+
+/// Checks a block's length field: at least `min`, a multiple of 4, at most [`MAX_RECORD`].
+fn block_len(len: u32, min: usize, offset: u64) -> Result<usize, Bad> {
+    let n = len as usize;
+    if n < min || !n.is_multiple_of(4) || n > MAX_RECORD {
+        return Err(Bad::Format {
+            offset,
+            what: format!(
+                "impossible pcapng block length {len} (a block is a multiple of 4 bytes, at least \
+                 {min} and at most {MAX_RECORD})"
+            ),
+        });
+    }
+    Ok(n)
+}
+
+/// Checks that the length repeated at the end of a block (`b` starts at the block) matches.
+fn check_trailer(b: &[u8], len: usize, order: Order, offset: u64) -> Result<(), Bad> {
+    let trailer = rd_u32(b, len - 4, order);
+    if trailer as usize != len {
+        return Err(Bad::Format {
+            offset,
+            what: format!(
+                "pcapng block length {len} at its start does not match {trailer} at its end"
+            ),
+        });
+    }
+    Ok(())
+}
