@@ -42,6 +42,8 @@ const MAX_RECORD: usize = 256 << 20;
 const PCAP_MIN_RECORD_LIMIT: u32 = 262_144;
 /// Interfaces per pcapng section; real captures have a handful.
 const MAX_INTERFACES: usize = 1 << 16;
+/// Warnings about pcapng interfaces with an unknown link type, per file.
+const MAX_UNKNOWN_LINKTYPE_WARNINGS: u32 = 8;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const PCAPNG_SHB: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
@@ -212,14 +214,24 @@ impl CaptureReader {
                 Ok(Next::End) => return Ok(None),
                 Ok(Next::Truncated(offset)) => {
                     self.stats.truncated_at = Some(offset);
-                    tracing::warn!(
-                        file = %self.name,
-                        offset,
-                        gzip = self.gzip,
-                        "capture is cut short: it ends inside the record at byte {offset}{}; \
-                         everything before it was read (was the capture killed?)",
-                        if self.gzip { " of the decompressed stream" } else { "" }
-                    );
+                    let file = &self.name;
+                    if self.input.cut_short {
+                        tracing::warn!(
+                            %file,
+                            offset,
+                            "{file} is cut short: its gzip stream ends early, inside or after \
+                             the record at decompressed byte {offset}; everything before that \
+                             record was read (was the capture or the compression killed?)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            %file,
+                            offset,
+                            "{file} is cut short: the record at byte {offset}{} is incomplete; \
+                             everything before it was read (was the capture killed?)",
+                            if self.gzip { " of the decompressed stream" } else { "" }
+                        );
+                    }
                     return Ok(None);
                 }
                 Err(bad) => return Err(self.error(bad)),
@@ -316,6 +328,7 @@ impl CaptureReader {
                 order: Order::Le,
                 interfaces: Vec::new(),
                 last_ts: Nanos(0),
+                unknown_warned: 0,
             };
             return match ng.section_header(&mut self.input) {
                 Ok(Some(())) => Ok(Format::PcapNg(ng)),
@@ -447,7 +460,7 @@ fn linktype_name(linktype: u32) -> &'static str {
         189 | 220 | 249 => "USB",
         192 => "PPI",
         195 | 215 | 230 | 283 => "IEEE 802.15.4",
-        201 | 187 | 272 => "Bluetooth",
+        187 | 201 | 251 => "Bluetooth",
         227 => "SocketCAN",
         253 => "netlink",
         _ => "not decoded by parity",
@@ -634,8 +647,8 @@ impl Input {
                     break;
                 }
                 Ok(_) => {}
-                Err(bad) => {
-                    result = Err(bad);
+                Err(e) => {
+                    result = Err(e);
                     break;
                 }
             }
@@ -645,19 +658,22 @@ impl Input {
         self.pos = 0;
         match result {
             Ok(()) => Ok(self.buf.len() >= n),
-            Err(e) => match &self.source {
-                Source::Plain(_) => Err(Bad::Io(e)),
+            Err(e) => match (&self.source, e.kind()) {
                 // A gzip stream that simply stops is a capture cut short, like a raw file that
-                // stops; anything else is corruption.
-                Source::Gzip(_) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                // stops.
+                (Source::Gzip(_), io::ErrorKind::UnexpectedEof) => {
                     self.eof = true;
                     self.cut_short = true;
                     Ok(self.buf.len() >= n)
                 }
-                Source::Gzip(_) => Err(Bad::Gzip {
-                    offset: read_end,
-                    source: e,
-                }),
+                // What the decoder itself rejects (bad header, bad deflate data, CRC mismatch).
+                (Source::Gzip(_), io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData) => {
+                    Err(Bad::Gzip {
+                        offset: read_end,
+                        source: e,
+                    })
+                }
+                _ => Err(Bad::Io(e)),
             },
         }
     }
@@ -750,6 +766,8 @@ struct PcapNg {
     interfaces: Vec<Interface>,
     /// The last packet timestamp, for simple packet blocks, which carry none.
     last_ts: Nanos,
+    /// Interfaces with an unknown link type warned about so far (the count is in the stats).
+    unknown_warned: u32,
 }
 
 struct Interface {
@@ -937,7 +955,8 @@ impl PcapNg {
             }
             at += 4 + len.next_multiple_of(4);
         }
-        if iface.link.is_none() {
+        if iface.link.is_none() && self.unknown_warned < MAX_UNKNOWN_LINKTYPE_WARNINGS {
+            self.unknown_warned += 1;
             tracing::warn!(
                 file = %name,
                 interface = self.interfaces.len(),

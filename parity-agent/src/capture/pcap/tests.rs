@@ -693,6 +693,17 @@ fn loopback_families_that_are_not_ip_are_non_tcp() {
 }
 
 #[test]
+fn cooked_captures_of_non_ip_protocols_are_non_tcp() {
+    let arp = sll(0x0806, &[0; 28]);
+    assert_eq!(skip_of(LinkType::LinuxSll, &arp, arp.len()), Skip::NonTcp);
+    let arp2 = sll2(0x0806, &[0; 28]);
+    assert_eq!(
+        skip_of(LinkType::LinuxSll2, &arp2, arp2.len()),
+        Skip::NonTcp
+    );
+}
+
+#[test]
 fn raw_ip_with_a_bad_version_is_malformed() {
     let mut p = ipv4(&tcp(b"x"));
     p[0] = 0x55;
@@ -1155,6 +1166,100 @@ fn open_names_the_file_and_reports_sizes() {
         Err(e @ CaptureError::Io { .. }) => assert!(e.to_string().contains("nope.pcap")),
         other => panic!("{other:?}"),
     }
+}
+
+/// Serves `data`, then fails with an I/O error instead of reporting the end.
+struct FailsAfter {
+    data: io::Cursor<Vec<u8>>,
+}
+
+impl Read for FailsAfter {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.data.read(buf)? {
+            0 => Err(io::Error::other("device went away")),
+            n => Ok(n),
+        }
+    }
+}
+
+#[test]
+fn source_failures_are_io_errors_for_plain_and_gzip_files() {
+    let file = pcap_le(1, &[rec(1, eth4(b"x"))]);
+    for data in [file.clone(), gzip(&file)] {
+        let gz = data.starts_with(&GZIP_MAGIC);
+        let src = FailsAfter {
+            data: io::Cursor::new(data),
+        };
+        let result = CaptureReader::from_reader("flaky.pcap".into(), Box::new(src))
+            .and_then(|mut r| r.next_segment());
+        match result {
+            Err(e @ CaptureError::Io { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("flaky.pcap") && msg.contains("device went away"),
+                    "{msg}"
+                );
+            }
+            other => panic!("gzip={gz}: expected an I/O error, got {other:?}"),
+        }
+    }
+}
+
+/// Collects what `tracing` logs while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = sink.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn truncation_and_unknown_link_types_are_logged_once_with_file_and_offset() {
+    let file = pcap_le(1, &[rec(1, eth4(b"a")), rec(2, eth4(b"b"))]);
+    let cut = file.len() - 3;
+    let log = logged(|| {
+        let (segs, stats) = read(file[..cut].to_vec());
+        assert_eq!(segs.len(), 1);
+        assert_eq!(stats.truncated_at, Some(24 + 16 + 55));
+    });
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+    assert!(
+        log.contains("test.pcap is cut short") && log.contains("byte 95"),
+        "{log}"
+    );
+
+    let mut ng = Ng::new(Order::Le);
+    ng.idb(147, 0, None);
+    for i in 0..100 {
+        ng.epb_full(0, i, &eth4(b"x"));
+    }
+    let log = logged(|| {
+        let (_, stats) = read(ng.out);
+        assert_eq!(stats.unknown_linktype, 100);
+    });
+    assert_eq!(
+        log.matches("WARN").count(),
+        1,
+        "one warning per interface, not per packet: {log}"
+    );
+    assert!(log.contains("link type 147"), "{log}");
 }
 
 #[test]
