@@ -1627,6 +1627,39 @@ fn tshark_segments(path: &Path) -> Vec<TsharkSegment> {
         .collect()
 }
 
+/// Reads `path` and asserts that every TCP segment matches tshark's view of it.
+fn assert_matches_tshark(path: &Path) -> ReadStats {
+    let (segs, stats) = read_path(path);
+    let ours: Vec<TsharkSegment> = segs
+        .iter()
+        .map(|s| {
+            (
+                s.ts.0,
+                s.src.port(),
+                s.dst.port(),
+                s.seq,
+                s.wire_payload_len(),
+            )
+        })
+        .collect();
+    let theirs = tshark_segments(path);
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{}: segment count vs tshark",
+        path.display()
+    );
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "{}: segment {i} (ts, ports, seq, len) vs tshark",
+            path.display()
+        );
+    }
+    stats
+}
+
 #[test]
 fn corpus_segments_match_tshark_one_by_one() {
     let Some(dir) = corpus_dir() else { return };
@@ -1634,35 +1667,100 @@ fn corpus_segments_match_tshark_one_by_one() {
         return;
     }
     for path in corpus_files(&dir) {
-        let (segs, _) = read_path(&path);
-        let ours: Vec<TsharkSegment> = segs
-            .iter()
-            .map(|s| {
-                (
-                    s.ts.0,
-                    s.src.port(),
-                    s.dst.port(),
-                    s.seq,
-                    s.wire_payload_len(),
-                )
-            })
-            .collect();
-        let theirs = tshark_segments(&path);
-        assert_eq!(
-            ours.len(),
-            theirs.len(),
-            "{}: segment count vs tshark",
-            path.display()
-        );
-        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-            assert_eq!(
-                a,
-                b,
-                "{}: segment {i} (ts, ports, seq, len) vs tshark",
-                path.display()
-            );
-        }
+        assert_matches_tshark(&path);
     }
+}
+
+fn run_tool(tool: &str, args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Wireshark's own tools rewrite corpus captures into the other formats (pcapng, nanosecond
+/// pcap), snap them short, and merge captures of different link types into one multi-interface
+/// pcapng; every result must still match tshark segment by segment.
+#[test]
+fn corpus_rewritten_by_editcap_and_mergecap_matches_tshark() {
+    let Some(dir) = corpus_dir() else { return };
+    if !tshark_available() {
+        return;
+    }
+    let tools_present = ["editcap", "mergecap"].iter().all(|t| {
+        std::process::Command::new(t)
+            .arg("-h")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !tools_present {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("editcap/mergecap are not installed (CI=true never skips)");
+        }
+        eprintln!("SKIPPED: editcap/mergecap rewrites (the tools are not installed)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ether = dir.join("zeek/pipelined-requests/pipelined-requests.pcap");
+    let null = dir.join("suricata-verify/http-gap-simple/input.pcap");
+    let raw4 = dir.join("zeek/261-framing-edge-cases/variant-04-te_cl_desync.pcap");
+    let ipv6 = dir
+        .join("zeek/1000-requests-one-dropped-response/1000-requests-one-dropped-response.pcap.gz");
+    let out = |name: &str| tmp.path().join(name);
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let s = |x: &str| std::ffi::OsString::from(x);
+
+    let mut plain = Vec::new();
+    for (name, args) in [
+        ("ether.pcapng", vec![s("-F"), s("pcapng"), os(&ether)]),
+        ("ether-ns.pcap", vec![s("-F"), s("nsecpcap"), os(&ether)]),
+        ("ether-snap90.pcap", vec![s("-s"), s("90"), os(&ether)]),
+        (
+            "ipv6-snap100.pcapng",
+            vec![s("-F"), s("pcapng"), s("-s"), s("100"), os(&ipv6)],
+        ),
+        ("null-ns.pcapng", vec![s("-F"), s("pcapng"), os(&null)]),
+    ] {
+        let mut a = args;
+        a.push(os(&out(name)));
+        let refs: Vec<&std::ffi::OsStr> = a.iter().map(|x| x.as_os_str()).collect();
+        run_tool("editcap", &refs);
+        plain.push(out(name));
+    }
+    let merged = out("merged.pcapng");
+    let m = [
+        s("-F"),
+        s("pcapng"),
+        s("-w"),
+        os(&merged),
+        os(&ether),
+        os(&null),
+        os(&raw4),
+    ];
+    let refs: Vec<&std::ffi::OsStr> = m.iter().map(|x| x.as_os_str()).collect();
+    run_tool("mergecap", &refs);
+
+    for path in &plain {
+        let stats = assert_matches_tshark(path);
+        assert_eq!(stats.malformed, 0, "{}: {stats:?}", path.display());
+        let snapped = path.to_string_lossy().contains("snap");
+        assert_eq!(stats.snapped > 0, snapped, "{}: {stats:?}", path.display());
+    }
+    let stats = assert_matches_tshark(&merged);
+    assert_eq!(stats.malformed, 0, "{stats:?}");
+    let parts: u64 = [&ether, &null, &raw4]
+        .iter()
+        .map(|p| read_path(p).1.tcp_segments)
+        .sum();
+    assert_eq!(
+        stats.tcp_segments, parts,
+        "merged file holds every part's segments"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
