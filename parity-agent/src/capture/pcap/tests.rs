@@ -6,6 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::decode::{decode, LinkType, Skip};
+use super::pcapng::{
+    BLOCK_EPB, BLOCK_IDB, BLOCK_PB, BLOCK_SPB, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, PCAPNG_BOM,
+};
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
