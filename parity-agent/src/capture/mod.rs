@@ -1,0 +1,7 @@
+//! Capture sources: where [`Segment`](crate::segment::Segment)s come from.
+//!
+//! Each source turns what it reads into the same `Segment` type, so everything downstream is
+//! shared between live capture and offline replay. This module only groups the sources; it holds
+//! no logic of its own.
+
+pub mod pcap;
