@@ -97,12 +97,12 @@ impl HeaderRules {
         let keep = |name: &[u8]| {
             self.compares(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
         };
-        let mut a: Vec<(&[u8], &[u8])> = p
+        let mut a: Vec<Field<'_>> = p
             .iter()
             .filter(|(n, _)| keep(n))
             .map(|(n, v)| (n, trim(v)))
             .collect();
-        let mut b: Vec<(&[u8], &[u8])> = m
+        let mut b: Vec<Field<'_>> = m
             .iter()
             .filter(|(n, _)| keep(n))
             .map(|(n, v)| (n, trim(v)))
@@ -120,22 +120,23 @@ impl HeaderRules {
             };
             match order {
                 Ordering::Less => {
-                    let (name, vals, next) = group(&a, i);
+                    let (g, next) = group(&a, i);
                     i = next;
-                    out.push(difference(name, DiffKind::Missing, Some(&vals), None));
+                    out.push(difference(g, DiffKind::Missing, true, false));
                 }
                 Ordering::Greater => {
-                    let (name, vals, next) = group(&b, j);
+                    let (g, next) = group(&b, j);
                     j = next;
-                    out.push(difference(name, DiffKind::Extra, None, Some(&vals)));
+                    out.push(difference(g, DiffKind::Extra, false, true));
                 }
                 Ordering::Equal => {
-                    let (name, va, ni) = group(&a, i);
-                    let (_, vb, nj) = group(&b, j);
+                    let (ga, ni) = group(&a, i);
+                    let (gb, nj) = group(&b, j);
                     i = ni;
                     j = nj;
-                    if va != vb && !joined_equal(name, &va, &vb) {
-                        out.push(difference(name, DiffKind::Value, Some(&va), Some(&vb)));
+                    let same = ga.len() == gb.len() && ga.iter().zip(gb).all(|(x, y)| x.1 == y.1);
+                    if !same && !joined_equal(ga, gb) {
+                        out.push(difference_of(ga, gb));
                     }
                 }
             }
@@ -148,46 +149,71 @@ pub(crate) fn content_type(h: &Headers) -> Option<&[u8]> {
     h.get("content-type")
 }
 
-fn group<'h>(v: &[(&'h [u8], &'h [u8])], from: usize) -> (&'h [u8], Vec<&'h [u8]>, usize) {
+type Field<'h> = (&'h [u8], &'h [u8]);
+
+/// The run of fields with the name of `v[from]` (`v` is sorted by name), and where it ends.
+fn group<'v, 'h>(v: &'v [Field<'h>], from: usize) -> (&'v [Field<'h>], usize) {
     let Some(&(name, _)) = v.get(from) else {
-        return (&[], Vec::new(), from + 1);
+        return (&[], from + 1);
     };
-    let mut vals = Vec::new();
-    let mut k = from;
-    while let Some(&(n, val)) = v.get(k) {
-        if !n.eq_ignore_ascii_case(name) {
-            break;
-        }
-        vals.push(val);
-        k += 1;
-    }
-    (name, vals, k)
+    let len = v
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|(n, _)| n.eq_ignore_ascii_case(name))
+        .count();
+    (
+        v.get(from..from + len).unwrap_or_default(),
+        from + len.max(1),
+    )
 }
 
-fn joined_equal(name: &[u8], a: &[&[u8]], b: &[&[u8]]) -> bool {
+/// The values joined with `, ` are equal (never for `Set-Cookie`, which cannot be joined).
+fn joined_equal(a: &[Field<'_>], b: &[Field<'_>]) -> bool {
+    let name = a.first().map_or(&[][..], |f| f.0);
     if name.eq_ignore_ascii_case(b"set-cookie") {
         return false;
     }
-    let join = |v: &[&[u8]]| -> Vec<u8> { v.join(&b", "[..]) };
-    join(a) == join(b)
+    fn joined<'x>(g: &'x [Field<'_>]) -> impl Iterator<Item = u8> + 'x {
+        g.iter().enumerate().flat_map(|(k, (_, v))| {
+            let sep: &[u8] = if k == 0 { b"" } else { b", " };
+            sep.iter().chain(v.iter()).copied()
+        })
+    }
+    joined(a).eq(joined(b))
 }
 
-fn difference(name: &[u8], kind: DiffKind, p: Option<&[&[u8]]>, m: Option<&[&[u8]]>) -> Difference {
-    let show = |v: &[&[u8]]| -> String {
-        let parts: Vec<String> = v
-            .iter()
-            .map(|x| String::from_utf8_lossy(x).into_owned())
-            .collect();
-        parts.join(", ")
-    };
+fn show(g: &[Field<'_>]) -> String {
+    let parts: Vec<String> = g
+        .iter()
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    parts.join(", ")
+}
+
+fn header_path(g: &[Field<'_>]) -> String {
+    let name = g.first().map_or(&[][..], |f| f.0);
+    format!(
+        "header:{}",
+        String::from_utf8_lossy(name).to_ascii_lowercase()
+    )
+}
+
+fn difference(g: &[Field<'_>], kind: DiffKind, on_primary: bool, on_mirror: bool) -> Difference {
     Difference {
-        path: format!(
-            "header:{}",
-            String::from_utf8_lossy(name).to_ascii_lowercase()
-        ),
+        path: header_path(g),
         kind,
-        primary: p.map(show),
-        mirror: m.map(show),
+        primary: on_primary.then(|| show(g)),
+        mirror: on_mirror.then(|| show(g)),
+    }
+}
+
+fn difference_of(a: &[Field<'_>], b: &[Field<'_>]) -> Difference {
+    Difference {
+        path: header_path(a),
+        kind: DiffKind::Value,
+        primary: Some(show(a)),
+        mirror: Some(show(b)),
     }
 }
 

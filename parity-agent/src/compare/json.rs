@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::ops::Range;
 
-use rustc_hash::FxHasher;
+use rustc_hash::{FxHashMap, FxHasher};
 
 use super::number::{within_tolerance, Number};
 use super::path::push_key;
@@ -1023,33 +1023,36 @@ impl<'a> Differ<'_, 'a> {
         if left == 0 || mt.used.iter().all(|&u| u) {
             return mt;
         }
-        // Equal by value hash, verified.
+        // Equal by value hash, verified. Each hash keeps its unused mirror elements lowest index
+        // last, so taking one is a pop, even when thousands of elements are equal.
         let (pd, md) = (self.p, self.m);
-        let mut hashes: Vec<(u64, usize)> = me
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| !mt.is_used(j))
-            .map(|(j, &b)| (self.hash_node(md, b), j))
-            .collect();
-        hashes.sort_unstable();
+        let mut buckets: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+        for (j, &b) in me.iter().enumerate().rev() {
+            if !mt.is_used(j) {
+                let h = self.hash_node(md, b);
+                buckets.entry(h).or_default().push(j);
+            }
+        }
         for (i, &a) in pe.iter().enumerate() {
             if mt.is_paired(i) {
                 continue;
             }
             let h = self.hash_node(pd, a);
-            let from = hashes.partition_point(|&(x, _)| x < h);
-            for &(x, j) in hashes.get(from..).unwrap_or_default() {
-                if x != h {
-                    break;
-                }
-                if mt.is_used(j) {
-                    continue;
-                }
+            let Some(mut list) = buckets.remove(&h) else {
+                continue;
+            };
+            // Verification fails only on a hash collision, so this loop almost never repeats.
+            for k in (0..list.len()).rev() {
+                let Some(&j) = list.get(k) else { continue };
                 let Some(&b) = me.get(j) else { continue };
                 if self.count_diff(frame.clone(), PStep::Index(i), a, b, tol, 0) == 0 {
+                    list.remove(k);
                     mt.set(i, j, true);
                     break;
                 }
+            }
+            if !list.is_empty() {
+                buckets.insert(h, list);
             }
         }
         if exact_only {

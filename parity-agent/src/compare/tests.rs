@@ -691,6 +691,18 @@ fn large_unordered_arrays_of_different_elements_finish_within_the_budget() {
 }
 
 #[test]
+fn many_equal_elements_are_matched_without_quadratic_search() {
+    let n = 20_000;
+    let nulls = vec!["null"; n].join(",");
+    let (a, b) = (format!("[{nulls},1]"), format!("[1,{nulls}]"));
+    let started = std::time::Instant::now();
+    let unordered = with_rules(&[("$", "action = \"unordered\"")]);
+    assert!(jd(&unordered, &a, &b).is_empty());
+    assert_eq!(jd(&plain(), &a, &b), vec![d("$", "order")]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
 fn stats_count_outcomes() {
     let c = plain();
     c.compare("GET /", &json("[1]"), &json("[2]"));
