@@ -73,7 +73,7 @@ fn item(i: usize, v: Variant) -> String {
         format!("\"name\":\"Item number {i} \\u00e9\""),
         format!("\"price\":{price}"),
         "\"currency\":\"EUR\"".to_string(),
-        format!("\"in_stock\":{}", i % 2 == 0),
+        format!("\"in_stock\":{}", i.is_multiple_of(2)),
         format!("\"tags\":[\"new\",\"sale\",\"c{}\"]", i % 5),
         format!(
             "\"dims\":{{\"w\":1.5,\"h\":{},\"d\":{i}}}",

@@ -91,7 +91,7 @@ impl EndpointNamer {
             .filter_map(|t| Template::parse(t))
             .collect();
         // Stable: equal specificity keeps declaration order.
-        parsed.sort_by(|a, b| b.literals.cmp(&a.literals));
+        parsed.sort_by_key(|t| std::cmp::Reverse(t.literals));
         let mut labels = FxHashSet::default();
         for t in &parsed {
             labels.insert(t.label.clone());

@@ -939,6 +939,7 @@ impl<'a> Differ<'_, 'a> {
             && plen >= 2
             && self.out.len() > before
             && !self.outcome.truncated
+            && !self.over_budget()
         {
             let pe: Vec<usize> = pd.elements(p).collect();
             let me: Vec<usize> = md.elements(m).collect();
@@ -1013,6 +1014,9 @@ impl<'a> Differ<'_, 'a> {
         };
         let mut left = 0usize;
         for (i, (&a, &b)) in pe.iter().zip(me).enumerate() {
+            if self.over_budget() {
+                return self.pair_rest_in_order(mt, exact_only);
+            }
             if self.count_diff(frame.clone(), PStep::Index(i), a, b, tol, 0) == 0 {
                 mt.set(i, i, true);
             } else {
@@ -1036,6 +1040,9 @@ impl<'a> Differ<'_, 'a> {
         for (i, &a) in pe.iter().enumerate() {
             if mt.is_paired(i) {
                 continue;
+            }
+            if self.over_budget() {
+                return self.pair_rest_in_order(mt, exact_only);
             }
             let h = self.hash_node(pd, a);
             let Some(mut list) = buckets.remove(&h) else {
@@ -1063,8 +1070,7 @@ impl<'a> Differ<'_, 'a> {
             if mt.is_paired(i) {
                 continue;
             }
-            if self.work > WORK_BUDGET {
-                self.outcome.budget_exhausted = true;
+            if self.over_budget() {
                 break;
             }
             let mut best: Option<(usize, usize)> = None;
@@ -1088,10 +1094,28 @@ impl<'a> Differ<'_, 'a> {
                 mt.set(i, j, s == 0);
             }
         }
-        // Over budget: the rest are paired in order.
-        let free: Vec<usize> = (0..me.len()).filter(|&j| !mt.is_used(j)).collect();
+        self.pair_rest_in_order(mt, false)
+    }
+
+    /// Has this comparison spent its similarity-search budget? From then on arrays are paired
+    /// in order, so the rest of the comparison is linear in the size of the bodies.
+    fn over_budget(&mut self) -> bool {
+        if self.work > WORK_BUDGET {
+            self.outcome.budget_exhausted = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Pair the elements still unpaired in order (not when only exact matches count).
+    fn pair_rest_in_order(&mut self, mut mt: Matching, exact_only: bool) -> Matching {
+        if exact_only {
+            return mt;
+        }
+        let free: Vec<usize> = (0..mt.used.len()).filter(|&j| !mt.is_used(j)).collect();
         let mut free = free.into_iter();
-        let unpaired: Vec<usize> = (0..pe.len()).filter(|&i| !mt.is_paired(i)).collect();
+        let unpaired: Vec<usize> = (0..mt.pair.len()).filter(|&i| !mt.is_paired(i)).collect();
         for i in unpaired {
             match free.next() {
                 Some(j) => mt.set(i, j, false),
@@ -1101,9 +1125,10 @@ impl<'a> Differ<'_, 'a> {
         mt
     }
 
-    /// A hash of the value that equal values (under no rules) share: member order, number
-    /// spelling and string escaping do not change it.
+    /// A hash that equal values share, under no rules or under `unordered` ones: member and
+    /// element order, number spelling and string escaping do not change it.
     fn hash_node(&mut self, doc: &Doc<'a>, i: usize) -> u64 {
+        self.work += 1;
         let mut h = FxHasher::default();
         match doc.get(i) {
             Node::Null => h.write_u8(1),
@@ -1130,20 +1155,25 @@ impl<'a> Differ<'_, 'a> {
                     h.write(raw.as_bytes());
                 }
             }
-            Node::Arr { .. } => {
-                h.write_u8(6);
+            // Containers combine their children's hashes by addition, so order does not count:
+            // arrays must hash alike in any order for unordered matching (nested unordered
+            // arrays included); for ordered arrays a permutation collides, and the verification
+            // every hash match goes through tells them apart.
+            Node::Arr { len, .. } => {
+                let mut sum = 0u64;
                 for c in doc.elements(i) {
-                    let x = self.hash_node(doc, c);
-                    h.write_u64(x);
+                    sum = sum.wrapping_add(mix64(self.hash_node(doc, c)));
                 }
+                h.write_u8(6);
+                h.write_u32(len);
+                h.write_u64(sum);
             }
             Node::Obj { len, .. } => {
                 let mut sum = 0u64;
                 for (k, v) in doc.members(i) {
-                    let mut mh = FxHasher::default();
-                    mh.write_u64(self.hash_node(doc, k));
-                    mh.write_u64(self.hash_node(doc, v));
-                    sum = sum.wrapping_add(mh.finish());
+                    let key = self.hash_node(doc, k);
+                    let value = self.hash_node(doc, v);
+                    sum = sum.wrapping_add(mix64(key ^ mix64(value)));
                 }
                 h.write_u8(7);
                 h.write_u32(len);
@@ -1219,6 +1249,15 @@ impl Matching {
     fn is_paired(&self, i: usize) -> bool {
         self.pair.get(i).is_some_and(Option::is_some)
     }
+}
+
+/// The splitmix64 finaliser: spreads every input bit over the output before hashes are summed.
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn same_raw_key(a: Node<'_>, b: Node<'_>) -> bool {

@@ -205,7 +205,8 @@ pub struct CompareCounts {
     pub json_invalid: u64,
     /// Verdicts with more than [`MAX_DIFFERENCES`] differences.
     pub truncated: u64,
-    /// Unordered arrays that ran out of the matching budget and were paired partly in order.
+    /// Comparisons that spent their similarity-search budget (matching elements of unordered
+    /// arrays, detecting reordered arrays) and compared the rest of their arrays in order.
     pub unordered_budget: u64,
 }
 

@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn specificity_orders_literal_before_descend_before_wildcard() {
-        let mut v = vec![
+        let mut v = [
             JsonPath::parse("$..price").unwrap(),
             JsonPath::parse("$.items[*].price").unwrap(),
             JsonPath::parse("$.items[2].price").unwrap(),

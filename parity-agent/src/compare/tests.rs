@@ -702,6 +702,43 @@ fn many_equal_elements_are_matched_without_quadratic_search() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
+/// A tree of `{"a": [...]}` objects, `fanout` wide and `depth` deep; leaves numbered from `base`,
+/// children in reverse order when `reverse`.
+fn tree(depth: u32, fanout: usize, base: &mut u64, reverse: bool) -> String {
+    if depth == 0 {
+        *base += 1;
+        return format!("{{\"leaf\":{}}}", *base);
+    }
+    let mut kids: Vec<String> = (0..fanout)
+        .map(|_| tree(depth - 1, fanout, base, reverse))
+        .collect();
+    if reverse {
+        kids.reverse();
+    }
+    format!("{{\"a\":[{}]}}", kids.join(","))
+}
+
+#[test]
+fn nested_unordered_arrays_of_all_different_elements_stay_within_the_budget() {
+    let c = with_rules(&[("$..a", "action = \"unordered\"")]);
+    let p = tree(7, 4, &mut 0, false);
+    let m = tree(7, 4, &mut 1_000_000, true);
+    let started = std::time::Instant::now();
+    let v = c.compare("GET /", &json(&p), &json(&m));
+    assert!(v.diverged());
+    assert!(v.truncated);
+    // Debug builds are slow; this guards against work growing with depth × size squared.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same trees with equal leaves are equal whatever the order at every level.
+    let c2 = with_rules(&[("$..a", "action = \"unordered\"")]);
+    let m = tree(7, 4, &mut 0, true);
+    assert!(!c2.compare("GET /", &json(&p), &json(&m)).diverged());
+}
+
 #[test]
 fn stats_count_outcomes() {
     let c = plain();
