@@ -927,23 +927,35 @@ impl<'a> Differ<'_, 'a> {
             );
         }
         let before = self.out.len();
+        // Positions whose elements differ, for the reorder check below.
+        let mut differing: Vec<usize> = Vec::new();
         for (i, (a, b)) in pd.elements(p).zip(md.elements(m)).enumerate() {
             if self.stop() {
                 return;
             }
+            let n = self.out.len();
             self.child(frame.clone(), PStep::Index(i), Some(a), Some(b), tol);
+            if self.out.len() != n {
+                differing.push(i);
+            }
         }
-        // Same elements in another order: one `order` difference instead of a cascade.
+        // Same elements in another order: one `order` difference instead of a cascade. Only
+        // the differing positions need a counterpart; the others are known equal in place.
         if self.count.is_none()
             && plen == mlen
-            && plen >= 2
-            && self.out.len() > before
+            && differing.len() >= 2
             && !self.outcome.truncated
             && !self.over_budget()
         {
+            let mut in_place = vec![true; plen];
+            for &i in &differing {
+                if let Some(x) = in_place.get_mut(i) {
+                    *x = false;
+                }
+            }
             let pe: Vec<usize> = pd.elements(p).collect();
             let me: Vec<usize> = md.elements(m).collect();
-            let matching = self.match_elements(&pe, &me, frame, tol, true);
+            let matching = self.match_elements(&pe, &me, frame, tol, true, Some(&in_place));
             if matching.pair.iter().all(Option::is_some) {
                 self.out.truncate(before);
                 self.emit(DiffKind::Order, Some(p), Some(m));
@@ -957,7 +969,7 @@ impl<'a> Differ<'_, 'a> {
         // While counting (similarity scoring one level up) only exact matches are sought: the
         // score is a heuristic and must stay cheap.
         let exact_only = self.count.is_some();
-        let matching = self.match_elements(&pe, &me, frame.clone(), tol, exact_only);
+        let matching = self.match_elements(&pe, &me, frame.clone(), tol, exact_only, None);
         for (i, &a) in pe.iter().enumerate() {
             if self.stop() {
                 return;
@@ -998,8 +1010,9 @@ impl<'a> Differ<'_, 'a> {
         n
     }
 
-    /// Pair primary elements with mirror elements: equal in place, then equal by hash, then
-    /// (unless `exact_only`) greedily by fewest differences.
+    /// Pair primary elements with mirror elements: equal in place (`in_place[i]` when the
+    /// caller already knows), then equal by hash, then (unless `exact_only`) greedily by fewest
+    /// differences.
     fn match_elements(
         &mut self,
         pe: &[usize],
@@ -1007,6 +1020,7 @@ impl<'a> Differ<'_, 'a> {
         frame: Range<usize>,
         tol: Option<Tolerance>,
         exact_only: bool,
+        in_place: Option<&[bool]>,
     ) -> Matching {
         let mut mt = Matching {
             pair: vec![None; pe.len()],
@@ -1017,7 +1031,11 @@ impl<'a> Differ<'_, 'a> {
             if self.over_budget() {
                 return self.pair_rest_in_order(mt, exact_only);
             }
-            if self.count_diff(frame.clone(), PStep::Index(i), a, b, tol, 0) == 0 {
+            let equal = match in_place {
+                Some(known) => known.get(i).copied().unwrap_or(false),
+                None => self.count_diff(frame.clone(), PStep::Index(i), a, b, tol, 0) == 0,
+            };
+            if equal {
                 mt.set(i, i, true);
             } else {
                 left += 1;

@@ -740,6 +740,31 @@ fn nested_unordered_arrays_of_all_different_elements_stay_within_the_budget() {
 }
 
 #[test]
+fn comparators_are_shareable_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Comparator>();
+    assert_send_sync::<Verdict>();
+}
+
+#[test]
+fn verdicts_serialise_with_stable_names() {
+    let c = plain();
+    let v = c.compare(
+        "GET /",
+        &typed("image/png", b"1"),
+        &typed("image/png", b"2"),
+    );
+    let j = serde_json::to_value(&v).unwrap();
+    assert_eq!(
+        j["body"],
+        serde_json::json!({"mode": "hash", "reason": "binary"})
+    );
+    assert_eq!(j["differences"][0]["path"], "body");
+    assert_eq!(j["differences"][0]["kind"], "hash");
+    assert_eq!(j["truncated"], false);
+}
+
+#[test]
 fn stats_count_outcomes() {
     let c = plain();
     c.compare("GET /", &json("[1]"), &json("[2]"));
