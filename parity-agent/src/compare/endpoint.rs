@@ -291,6 +291,20 @@ mod tests {
         assert_eq!(n.len(), 3);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_request_line_gets_a_label_within_the_cap(
+            reqs in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,40}"), 1..50),
+        ) {
+            let mut n = namer(&["GET /a/{x}", "bad template"], 5);
+            for (m, uri) in &reqs {
+                let l = n.name(m, uri);
+                proptest::prop_assert!(!l.is_empty());
+            }
+            proptest::prop_assert!(n.len() <= 5);
+        }
+    }
+
     #[test]
     fn labels_are_shared_not_copied() {
         let mut n = namer(&[], 10);

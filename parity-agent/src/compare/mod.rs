@@ -18,6 +18,17 @@
 //!   of the first differing lines;
 //! - anything else by SHA-256.
 //!
+//! Tolerance rules (`[[pair.rule]]`, JSON bodies only): the most specific rule matching a
+//! location governs it (order in [`path`]); `ignore` and `present` govern their whole subtree
+//! (an `ignore` on `$.meta` ignores everything in `meta`); `numeric` governs every number at or
+//! below its location unless a rule on a lower location says otherwise, and also numbers written
+//! as strings (`"12.50"`); `unordered` applies to the array at its location only. Inside an
+//! unordered array, differences of a matched element are reported at the primary's index and
+//! `extra` elements at the mirror's. A rule with an `endpoint` applies only to exchanges whose
+//! label (from [`EndpointNamer`]) matches it segment by segment, `{x}` matching any segment; an
+//! exchange labelled `other` (past the label cap) gets only the unrestricted rules, so list the
+//! endpoints a rule names in the pair's `endpoints`, which always keep their label.
+//!
 //! A rule `ignore` on `$` skips the body whatever its type. A side without a final response is
 //! reported once at path `response` (`missing` on the mirror, `extra` when only the mirror has
 //! one); the caller decides whether incomplete exchanges are compared at all. Latency and the
