@@ -8,6 +8,8 @@
 pub mod compare;
 pub mod config;
 pub mod exchange;
+pub mod http;
+pub mod record;
 pub mod segment;
 pub mod stream;
 pub mod units;
