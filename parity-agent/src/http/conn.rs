@@ -747,6 +747,11 @@ impl Conn {
     /// A complete head.
     fn on_head(&mut self, dir: Direction, ts: Nanos, head: Bytes, ctx: &mut Ctx<'_>) {
         let kind = self.readers[dir.index()].kind;
+        if kind == Kind::Request && head.starts_with(b"PRI * ") {
+            // The HTTP/2 connection preface, whatever version it claims.
+            self.bad_start(dir, ts, Some(head), ctx);
+            return;
+        }
         match parser::parse_head(kind, head.clone()) {
             Ok(p) => match kind {
                 Kind::Request => self.on_request_head(ts, p, ctx),
