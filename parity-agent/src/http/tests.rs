@@ -1040,3 +1040,126 @@ proptest! {
         prop_assert_eq!(t.tr.memory_used(), 0);
     }
 }
+
+/// Throughput of the tracker alone and of the record writer on small keep-alive exchanges.
+/// Run with `cargo test --release -p parity-agent --no-default-features --lib -- --ignored
+/// http::tests::throughput --nocapture`.
+#[test]
+#[ignore = "benchmark; run in release mode"]
+fn throughput() {
+    const CONNS: u64 = 1000;
+    const PER_CONN: u64 = 100;
+    let request = b"GET /api/v1/items/12345?page=2 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0\r\nAccept: application/json\r\nAccept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.5\r\nConnection: keep-alive\r\nX-Request-Id: 7f3c2a9e-1b4d-4e8f-9a6b-2c1d0e9f8a7b\r\nCookie: session=abcdef0123456789\r\nCache-Control: no-cache\r\n\r\n";
+    let body = br#"{"id":12345,"name":"widget","price":19.99,"tags":["a","b"],"stock":42}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nServer: nginx/1.25.3\r\nDate: Sat, 28 Nov 2026 12:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\nCache-Control: private, max-age=0\r\nX-Request-Id: 7f3c2a9e-1b4d-4e8f-9a6b-2c1d0e9f8a7b\r\nVary: Accept-Encoding\r\nStrict-Transport-Security: max-age=31536000\r\n\r\n",
+        body.len()
+    );
+    let mut resp_bytes = response.into_bytes();
+    resp_bytes.extend_from_slice(body);
+    let mut events = Vec::new();
+    for c in 0..CONNS {
+        events.push(StreamEvent::Open {
+            conn: ConnId(c),
+            client: "10.0.0.1:40000".parse().expect("addr"),
+            server: "10.0.0.2:80".parse().expect("addr"),
+            ts: Nanos(c),
+            mid_stream: false,
+        });
+    }
+    for i in 0..PER_CONN {
+        for c in 0..CONNS {
+            let ts = Nanos(1_000_000 + i * CONNS + c);
+            events.push(StreamEvent::Data { conn: ConnId(c), dir: C, ts, data: Bytes::copy_from_slice(request) });
+            events.push(StreamEvent::Data { conn: ConnId(c), dir: S, ts, data: Bytes::copy_from_slice(&resp_bytes) });
+        }
+    }
+    for c in 0..CONNS {
+        events.push(StreamEvent::Close { conn: ConnId(c), ts: Nanos(u64::MAX / 2), reason: CloseReason::Fin, reset_by: None });
+    }
+    let wire_bytes: usize = (request.len() + resp_bytes.len()) * (CONNS * PER_CONN) as usize;
+    // Peer in the same run: httparse alone on the same two heads, to tell the machine's speed
+    // (shared, loaded machines drift) from the tracker's cost.
+    let cpu = thread_cpu_secs();
+    let mut fields = 0usize;
+    for _ in 0..CONNS * PER_CONN {
+        let mut h = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Request::new(&mut h);
+        let _ = r.parse(std::hint::black_box(&request[..]));
+        fields += r.headers.len();
+        let mut h = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut h);
+        let _ = r.parse(std::hint::black_box(&resp_bytes[..]));
+        fields += r.headers.len();
+    }
+    let base = thread_cpu_secs() - cpu;
+    eprintln!(
+        "httparse alone: {:.2}M request+response head pairs/s ({fields} fields)",
+        (CONNS * PER_CONN) as f64 / base / 1e6
+    );
+    // Second peer: httparse over the same (cold) event buffers the tracker reads.
+    let cpu = thread_cpu_secs();
+    let mut heads = 0usize;
+    for ev in &events {
+        if let StreamEvent::Data { dir, data, .. } = ev {
+            let mut h = [httparse::EMPTY_HEADER; 32];
+            heads += match dir {
+                Direction::ToServer => httparse::Request::new(&mut h).parse(data).is_ok(),
+                Direction::ToClient => httparse::Response::new(&mut h).parse(data).is_ok(),
+            } as usize;
+        }
+    }
+    let cold = thread_cpu_secs() - cpu;
+    eprintln!(
+        "httparse over the event buffers: {:.2}M request+response pairs/s ({heads} heads)",
+        (CONNS * PER_CONN) as f64 / cold / 1e6
+    );
+    let mut tr = HttpTracker::new(cfg());
+    let mut out = Vec::with_capacity(16);
+    let mut sample = Vec::with_capacity(1000);
+    let mut count = 0usize;
+    let (wall, cpu) = (std::time::Instant::now(), thread_cpu_secs());
+    for ev in events {
+        tr.on_event(ev, &mut out);
+        count += out.len();
+        if sample.len() < 1000 {
+            sample.append(&mut out);
+        } else {
+            out.clear();
+        }
+    }
+    let (wall, cpu) = (wall.elapsed().as_secs_f64(), thread_cpu_secs() - cpu);
+    assert_eq!(tr.stats().complete, CONNS * PER_CONN);
+    eprintln!(
+        "tracker: {count} exchanges, {:.2}M exchanges/s and {:.0} MB/s of wire bytes per CPU second ({cpu:.3}s CPU, {wall:.3}s wall)",
+        count as f64 / cpu / 1e6,
+        wire_bytes as f64 / cpu / 1e6,
+    );
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut written = 0usize;
+    let n = 100_000;
+    let (wall, cpu) = (std::time::Instant::now(), thread_cpu_secs());
+    for ex in sample.iter().cycle().take(n) {
+        crate::record::write_record(ex, &mut buf);
+        if buf.len() > (1 << 20) {
+            written += buf.len();
+            buf.clear();
+        }
+    }
+    let (wall, cpu) = (wall.elapsed().as_secs_f64(), thread_cpu_secs() - cpu);
+    written += buf.len();
+    eprintln!(
+        "write_record: {:.2}M records/s, {:.0} MB/s of JSON per CPU second ({} bytes/record, {cpu:.3}s CPU, {wall:.3}s wall)",
+        n as f64 / cpu / 1e6,
+        written as f64 / cpu / 1e6,
+        written / n
+    );
+}
+
+/// CPU time of the calling thread, so that other load on a shared machine does not count.
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
