@@ -252,6 +252,11 @@ impl IncompleteReason {
         IncompleteReason::Malformed,
     ];
 
+    /// Position of the reason in [`IncompleteReason::ALL`], for per-reason counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used in records, metrics and reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -279,7 +284,9 @@ impl IncompleteReason {
 pub enum Anomaly {
     /// Both `Content-Length` and `Transfer-Encoding: chunked`.
     ContentLengthAndChunked,
-    /// A chunk size that is not hex, overflows, or has junk after it.
+    /// A chunk size that is not hex, overflows, or has junk after it (including whitespace or an
+    /// invalid extension after a usable size, which is tolerated but flagged), or chunk data not
+    /// followed by CRLF.
     BadChunkSize,
     /// An obsolete folded header line.
     ObsFold,
@@ -291,7 +298,9 @@ pub enum Anomaly {
     ContentLengthLeadingZeros,
     /// `Transfer-Encoding` where `chunked` is not the last coding, or is repeated.
     ChunkedNotFinal,
-    /// A `Transfer-Encoding` coding other than `chunked` (the body is read to close).
+    /// A `Transfer-Encoding` coding other than `chunked`. It is not decoded: with `chunked`
+    /// final the de-chunked bytes are the body; without it a response is read to close and a
+    /// request is malformed.
     UnknownTransferEncoding,
     /// `Expect: 100-continue` on a request with `Content-Length: 0`.
     ContentLength0AndExpect100,
@@ -310,6 +319,30 @@ pub enum Anomaly {
 }
 
 impl Anomaly {
+    /// Every anomaly, in documentation order.
+    pub const ALL: [Anomaly; 15] = [
+        Anomaly::ContentLengthAndChunked,
+        Anomaly::BadChunkSize,
+        Anomaly::ObsFold,
+        Anomaly::BadContentLength,
+        Anomaly::ConflictingContentLength,
+        Anomaly::ContentLengthLeadingZeros,
+        Anomaly::ChunkedNotFinal,
+        Anomaly::UnknownTransferEncoding,
+        Anomaly::ContentLength0AndExpect100,
+        Anomaly::NonUtf8Header,
+        Anomaly::BareLf,
+        Anomaly::UnsolicitedResponse,
+        Anomaly::Resync,
+        Anomaly::UnknownContentEncoding,
+        Anomaly::DataAfterClose,
+    ];
+
+    /// Position of the anomaly in [`Anomaly::ALL`], for per-kind counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used in records and reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -399,6 +432,16 @@ mod tests {
         assert_eq!(h.get("HOST"), Some(&b"a"[..]));
         assert_eq!(h.get_all("X-ID").collect::<Vec<_>>(), vec![&b"1"[..], b"2"]);
         assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn anomaly_and_reason_all_are_in_declaration_order() {
+        for (i, a) in Anomaly::ALL.iter().enumerate() {
+            assert_eq!(a.index(), i, "{}", a.as_str());
+        }
+        for (i, r) in IncompleteReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{}", r.as_str());
+        }
     }
 
     #[test]
