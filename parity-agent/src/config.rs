@@ -130,7 +130,7 @@ impl Default for Limits {
             max_header_bytes: ByteSize::kib(64),
             max_body_bytes: ByteSize::mib(1),
             max_decoded_bytes: ByteSize::mib(64),
-            max_pending_requests: 100,
+            max_pending_requests: 1000,
             ring_buffer_bytes: ByteSize::mib(64),
             pending_pairs: 100_000,
             pending_memory: ByteSize::mib(256),

@@ -235,6 +235,11 @@ impl Matcher {
         }
     }
 
+    /// Apply new bounds (a configuration reload); the table shrinks at the next push.
+    pub fn set_limits(&mut self, limits: MatcherLimits) {
+        self.limits = limits;
+    }
+
     /// Entries waiting for their counterpart.
     pub fn pending(&self) -> usize {
         self.entries.len()

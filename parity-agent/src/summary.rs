@@ -298,7 +298,11 @@ impl Summary {
     /// Totals over every pair: `(compared, diverged, unmatched)` (for the live status line).
     pub fn totals(&self) -> (u64, u64, u64) {
         self.pairs.iter().fold((0, 0, 0), |(c, d, u), p| {
-            (c + p.compared, d + p.diverged, u + p.unmatched.iter().sum::<u64>())
+            (
+                c + p.compared,
+                d + p.diverged,
+                u + p.unmatched.iter().sum::<u64>(),
+            )
         })
     }
 
@@ -564,7 +568,13 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(s, "  not compared: {}", unmatched.join(", "));
         }
         if !p.endpoints.is_empty() {
-            let w = p.endpoints.iter().map(|e| e.endpoint.len()).max().unwrap_or(8).max(8);
+            let w = p
+                .endpoints
+                .iter()
+                .map(|e| e.endpoint.len())
+                .max()
+                .unwrap_or(8)
+                .max(8);
             let _ = writeln!(
                 s,
                 "  {:w$}  {:>8}  {:>8}  {:>7}  {:>19}",

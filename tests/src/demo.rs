@@ -48,7 +48,11 @@ fn id_of(path: &str, prefix: &str) -> Option<u64> {
 /// The response of the demo service `side` to `req`.
 pub fn respond(side: Side, req: &Req) -> Resp {
     let mirror = side == Side::Mirror;
-    let server = if mirror { "orders-rs/2.0" } else { "orders-java/1.7" };
+    let server = if mirror {
+        "orders-rs/2.0"
+    } else {
+        "orders-java/1.7"
+    };
     let mut resp = match (req.method.as_str(), req.path()) {
         ("GET", p) if p.starts_with("/api/orders/") => match id_of(p, "/api/orders/") {
             Some(id) => {
@@ -317,7 +321,10 @@ pub fn check_report(report: &serde_json::Value) -> Vec<String> {
         let name = e["endpoint"].as_str().unwrap_or("");
         let compared = e["compared"].as_u64().unwrap_or(0);
         for d in e["differences"].as_array().cloned().unwrap_or_default() {
-            let (path, kind) = (d["path"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""));
+            let (path, kind) = (
+                d["path"].as_str().unwrap_or(""),
+                d["kind"].as_str().unwrap_or(""),
+            );
             let count = d["count"].as_u64().unwrap_or(0);
             let want = expected.iter().find_map(|f| match f {
                 Finding::Difference {
@@ -371,7 +378,11 @@ pub fn check_report(report: &serde_json::Value) -> Vec<String> {
             }
         }
     }
-    for r in pair["latency_regressions"].as_array().cloned().unwrap_or_default() {
+    for r in pair["latency_regressions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let name = r["endpoint"].as_str().unwrap_or("");
         if !expected
             .iter()
@@ -395,7 +406,13 @@ mod tests {
             let path = t.split('?').next().unwrap_or("").to_string();
             let path = path
                 .split('/')
-                .map(|s| if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() { "{id}" } else { s })
+                .map(|s| {
+                    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+                        "{id}"
+                    } else {
+                        s
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("/");
             seen.insert(format!("{m} {path}"));
@@ -431,7 +448,13 @@ mod tests {
         assert!(pt != mt && ((pt - mt) / pt).abs() < 0.001);
         let (px, mx) = (p["tax"].as_f64().unwrap(), m["tax"].as_f64().unwrap());
         assert!(((px - mx) / px).abs() > 0.01);
-        assert_eq!(respond(Side::Primary, &req("POST", "/api/orders")).status, 201);
-        assert_eq!(respond(Side::Mirror, &req("POST", "/api/orders")).status, 200);
+        assert_eq!(
+            respond(Side::Primary, &req("POST", "/api/orders")).status,
+            201
+        );
+        assert_eq!(
+            respond(Side::Mirror, &req("POST", "/api/orders")).status,
+            200
+        );
     }
 }

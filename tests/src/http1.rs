@@ -197,7 +197,8 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(
             let mut size = String::new();
             rd.read_line(&mut size).await?;
             let size = size.trim().split(';').next().unwrap_or("");
-            let n = usize::from_str_radix(size, 16).with_context(|| format!("chunk size {size:?}"))?;
+            let n =
+                usize::from_str_radix(size, 16).with_context(|| format!("chunk size {size:?}"))?;
             if n == 0 {
                 // Trailers until an empty line.
                 loop {
@@ -216,7 +217,9 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(
         }
     }
     if let Some(len) = get("content-length") {
-        let n: usize = len.parse().with_context(|| format!("content-length {len:?}"))?;
+        let n: usize = len
+            .parse()
+            .with_context(|| format!("content-length {len:?}"))?;
         let mut body = vec![0; n];
         rd.read_exact(&mut body).await?;
         return Ok(body);

@@ -78,6 +78,33 @@ pub struct ReadStats {
     pub truncated_at: Option<u64>,
 }
 
+impl ReadStats {
+    /// Add another file's counters (for a replay of several files); `truncated_at` is per file
+    /// and not summed.
+    pub fn add(&mut self, o: &ReadStats) {
+        self.packets += o.packets;
+        self.tcp_segments += o.tcp_segments;
+        self.non_tcp += o.non_tcp;
+        self.ip_fragment += o.ip_fragment;
+        self.malformed += o.malformed;
+        self.unknown_linktype += o.unknown_linktype;
+        self.snapped += o.snapped;
+        self.snapped_header += o.snapped_header;
+        self.bytes_read += o.bytes_read;
+    }
+
+    /// Packets skipped, by reason (the names used in metrics and the replay summary).
+    pub fn skipped(&self) -> [(&'static str, u64); 5] {
+        [
+            ("non_tcp", self.non_tcp),
+            ("ip_fragment", self.ip_fragment),
+            ("malformed", self.malformed),
+            ("unknown_linktype", self.unknown_linktype),
+            ("snapped_header", self.snapped_header),
+        ]
+    }
+}
+
 /// Why a capture file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

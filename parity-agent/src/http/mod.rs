@@ -264,6 +264,14 @@ impl HttpTracker {
         }
     }
 
+    /// Apply new bounds (a configuration reload); they apply to messages that start afterwards.
+    pub fn set_config(&mut self, cfg: HttpConfig) {
+        self.cfg = HttpConfig {
+            max_pending_requests: cfg.max_pending_requests.max(1),
+            ..cfg
+        };
+    }
+
     /// Takes one stream event; exchanges completed by it are appended to `out`.
     pub fn on_event(&mut self, ev: StreamEvent, out: &mut Vec<Exchange>) {
         let mut ctx = Ctx {

@@ -1070,12 +1070,27 @@ fn throughput() {
     for i in 0..PER_CONN {
         for c in 0..CONNS {
             let ts = Nanos(1_000_000 + i * CONNS + c);
-            events.push(StreamEvent::Data { conn: ConnId(c), dir: C, ts, data: Bytes::copy_from_slice(request) });
-            events.push(StreamEvent::Data { conn: ConnId(c), dir: S, ts, data: Bytes::copy_from_slice(&resp_bytes) });
+            events.push(StreamEvent::Data {
+                conn: ConnId(c),
+                dir: C,
+                ts,
+                data: Bytes::copy_from_slice(request),
+            });
+            events.push(StreamEvent::Data {
+                conn: ConnId(c),
+                dir: S,
+                ts,
+                data: Bytes::copy_from_slice(&resp_bytes),
+            });
         }
     }
     for c in 0..CONNS {
-        events.push(StreamEvent::Close { conn: ConnId(c), ts: Nanos(u64::MAX / 2), reason: CloseReason::Fin, reset_by: None });
+        events.push(StreamEvent::Close {
+            conn: ConnId(c),
+            ts: Nanos(u64::MAX / 2),
+            reason: CloseReason::Fin,
+            reset_by: None,
+        });
     }
     let wire_bytes: usize = (request.len() + resp_bytes.len()) * (CONNS * PER_CONN) as usize;
     // Peer in the same run: httparse alone on the same two heads, to tell the machine's speed
@@ -1158,7 +1173,10 @@ fn throughput() {
 
 /// CPU time of the calling thread, so that other load on a shared machine does not count.
 fn thread_cpu_secs() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9

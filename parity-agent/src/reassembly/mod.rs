@@ -407,6 +407,19 @@ impl Reassembler {
         }
     }
 
+    /// Replace the server-address hints (a configuration reload); flows already open keep
+    /// their roles.
+    pub fn set_servers(&mut self, servers: Vec<ServerAddr>) {
+        self.servers = servers;
+    }
+
+    /// Apply new bounds (a configuration reload). Tighter bounds take effect as flows are
+    /// touched, expire or are evicted; nothing is dropped at once.
+    pub fn set_config(&mut self, cfg: ReassemblyConfig) {
+        self.max_tombs = (cfg.flow_memory / TOMB_SHARE / TOMB_COST).max(1);
+        self.sh.cfg = cfg;
+    }
+
     /// Take in one segment (`seg.ts` is now) and append the events it causes to `out`.
     pub fn push(&mut self, seg: Segment, out: &mut Vec<StreamEvent>) {
         self.sh.stats.segments += 1;

@@ -51,9 +51,7 @@ enum Cmd {
         listen: SocketAddr,
     },
     /// Check a summary report (JSON file) against the injected behaviours; exit 1 on mismatch.
-    Check {
-        report: std::path::PathBuf,
-    },
+    Check { report: std::path::PathBuf },
 }
 
 #[tokio::main]
@@ -81,7 +79,10 @@ async fn main() -> Result<()> {
                 None,
             )
             .await?;
-            eprintln!("demo: sent {} mirrored requests ({} errors)", stats.sent, stats.errors);
+            eprintln!(
+                "demo: sent {} mirrored requests ({} errors)",
+                stats.sent, stats.errors
+            );
         }
         Cmd::Config {
             primary,

@@ -1,0 +1,11 @@
+//! The web view (interim).
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::server::ServerState;
+
+/// The routes.
+pub fn routes() -> Router<Arc<ServerState>> {
+    Router::new()
+}
