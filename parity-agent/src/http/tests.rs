@@ -1070,12 +1070,27 @@ fn throughput() {
     for i in 0..PER_CONN {
         for c in 0..CONNS {
             let ts = Nanos(1_000_000 + i * CONNS + c);
-            events.push(StreamEvent::Data { conn: ConnId(c), dir: C, ts, data: Bytes::copy_from_slice(request) });
-            events.push(StreamEvent::Data { conn: ConnId(c), dir: S, ts, data: Bytes::copy_from_slice(&resp_bytes) });
+            events.push(StreamEvent::Data {
+                conn: ConnId(c),
+                dir: C,
+                ts,
+                data: Bytes::copy_from_slice(request),
+            });
+            events.push(StreamEvent::Data {
+                conn: ConnId(c),
+                dir: S,
+                ts,
+                data: Bytes::copy_from_slice(&resp_bytes),
+            });
         }
     }
     for c in 0..CONNS {
-        events.push(StreamEvent::Close { conn: ConnId(c), ts: Nanos(u64::MAX / 2), reason: CloseReason::Fin, reset_by: None });
+        events.push(StreamEvent::Close {
+            conn: ConnId(c),
+            ts: Nanos(u64::MAX / 2),
+            reason: CloseReason::Fin,
+            reset_by: None,
+        });
     }
     let wire_bytes: usize = (request.len() + resp_bytes.len()) * (CONNS * PER_CONN) as usize;
     // Peer in the same run: httparse alone on the same two heads, to tell the machine's speed
@@ -1114,10 +1129,39 @@ fn throughput() {
         "httparse over the event buffers: {:.2}M request+response pairs/s ({heads} heads)",
         (CONNS * PER_CONN) as f64 / cold / 1e6
     );
+    // Head parsing alone, as the tracker does it (httparse plus framing facts and spans).
+    let cpu = thread_cpu_secs();
+    let mut parsed = 0usize;
+    for ev in &events {
+        if let StreamEvent::Data { dir, data, .. } = ev {
+            let kind = if *dir == C {
+                parser::Kind::Request
+            } else {
+                parser::Kind::Response
+            };
+            let end = parser::scan_head(b"", data).end.unwrap_or(data.len());
+            parsed += parser::parse_head(kind, &data.slice(..end), Some(false)).is_ok() as usize;
+        }
+    }
+    let heads_only = thread_cpu_secs() - cpu;
+    eprintln!(
+        "parse_head over the event buffers: {:.2}M request+response pairs/s ({parsed} heads)",
+        (CONNS * PER_CONN) as f64 / heads_only / 1e6
+    );
     let mut tr = HttpTracker::new(cfg());
     let mut out = Vec::with_capacity(16);
     let mut sample = Vec::with_capacity(1000);
     let mut count = 0usize;
+    let mono = |()| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    };
+    let mono_start = mono(());
     let (wall, cpu) = (std::time::Instant::now(), thread_cpu_secs());
     for ev in events {
         tr.on_event(ev, &mut out);
@@ -1129,6 +1173,10 @@ fn throughput() {
         }
     }
     let (wall, cpu) = (wall.elapsed().as_secs_f64(), thread_cpu_secs() - cpu);
+    eprintln!(
+        "tracker phase (CLOCK_MONOTONIC): {mono_start:.6},{:.6}",
+        mono(())
+    );
     assert_eq!(tr.stats().complete, CONNS * PER_CONN);
     eprintln!(
         "tracker: {count} exchanges, {:.2}M exchanges/s and {:.0} MB/s of wire bytes per CPU second ({cpu:.3}s CPU, {wall:.3}s wall)",
@@ -1158,7 +1206,10 @@ fn throughput() {
 
 /// CPU time of the calling thread, so that other load on a shared machine does not count.
 fn thread_cpu_secs() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
