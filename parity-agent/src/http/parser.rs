@@ -235,6 +235,9 @@ pub(crate) fn find_head_end(prev: &[u8], data: &[u8]) -> Option<usize> {
     scan_head(prev, data).end
 }
 
+/// `[start, end)` byte offsets into a head.
+pub(crate) type Span = (u32, u32);
+
 /// What a `Content-Length` field said.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum ContentLength {
@@ -632,10 +635,10 @@ fn interpret(f: &mut HeadFacts, name: &[u8], value: &[u8]) {
             }
         }
         7 if name.eq_ignore_ascii_case(b"upgrade") => f.upgrade = true,
-        6 if name.eq_ignore_ascii_case(b"expect") => {
-            if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
-                f.expect_continue = true;
-            }
+        6 if name.eq_ignore_ascii_case(b"expect")
+            && trim_ows(value).eq_ignore_ascii_case(b"100-continue") =>
+        {
+            f.expect_continue = true;
         }
         16 if name.eq_ignore_ascii_case(b"content-encoding") => {
             for el in list_elements(value) {
@@ -650,7 +653,7 @@ fn interpret(f: &mut HeadFacts, name: &[u8], value: &[u8]) {
 
 /// Salvages the request line of a head that could not be parsed whole (cut by a gap, the end of
 /// the connection, the header cap, or bad headers): `(method, target, version)` spans.
-pub(crate) fn salvage_request_line(buf: &[u8]) -> Option<((u32, u32), (u32, u32), Version)> {
+pub(crate) fn salvage_request_line(buf: &[u8]) -> Option<(Span, Span, Version)> {
     let LineCheck::Valid(len) = check_request_line(buf) else {
         return None;
     };
@@ -666,7 +669,7 @@ pub(crate) fn salvage_request_line(buf: &[u8]) -> Option<((u32, u32), (u32, u32)
 }
 
 /// Salvages the status line of a head that could not be parsed whole: `(status, reason, version)`.
-pub(crate) fn salvage_status_line(buf: &[u8]) -> Option<(u16, (u32, u32), Version)> {
+pub(crate) fn salvage_status_line(buf: &[u8]) -> Option<(u16, Span, Version)> {
     let LineCheck::Valid(len) = check_status_line(buf) else {
         return None;
     };
