@@ -171,11 +171,33 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
     lossy
 }
 
+/// Eight bytes of which none needs escaping (no control byte, `"` or `\\`).
+fn clean_word(chunk: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    let x = u64::from_le_bytes(w);
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    // Bytes below 0x20 (exact for the high bit clear; bytes >= 0x80 never match).
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    below_space | has_zero(x ^ (ONES * u64::from(b'"'))) | has_zero(x ^ (ONES * u64::from(b'\\')))
+        == 0
+}
+
 fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
+    let mut i = 0;
+    while i < s.len() {
+        // Skip clean runs a word at a time; examine bytes one by one only near an escape.
+        if i + 8 <= s.len() && clean_word(&s[i..i + 8]) {
+            i += 8;
+            continue;
+        }
+        let b = s[i];
         if !NEEDS_ESCAPE[b as usize] {
+            i += 1;
             continue;
         }
         out.extend_from_slice(&s[start..i]);
@@ -194,7 +216,8 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
                 HEX[usize::from(b & 0xf)],
             ]),
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&s[start..]);
 }
@@ -395,6 +418,21 @@ mod tests {
         assert!(v["incomplete_reason"].is_null());
         assert_eq!(v["anomalies"], serde_json::json!([]));
         assert_eq!(v["lossy_utf8"], false);
+    }
+
+    #[test]
+    fn word_check_agrees_with_the_byte_table() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = b;
+                assert_eq!(
+                    clean_word(&w),
+                    !NEEDS_ESCAPE[b as usize],
+                    "byte {b:#x} at {pos}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use super::body::{BodyReader, BodySink, Framing, GapFit};
 use super::decode::DecodeError;
 use super::parser::{
-    self, check_start_line, find_head_end, ContentLength, HeadFacts, Kind, LineCheck, ParsedHead,
-    StartLine,
+    self, check_start_line, fast_head_end, scan_head, ContentLength, HeadFacts, Kind, LineCheck,
+    ParsedHead, StartLine,
 };
 use super::{AnomalySet, HttpConfig, HttpStats, SkipReason};
 use crate::exchange::{Anomaly, Body, Exchange, Headers, IncompleteReason, Request, Response};
@@ -469,6 +469,11 @@ struct Reader {
     seen_message: bool,
     /// A gap was seen on this direction.
     had_gap: bool,
+    /// A bare LF was seen while scanning the head being read.
+    bare_lf: bool,
+    /// The head being read was scanned from its first byte (not found by a resync that
+    /// buffered its first line).
+    scanned_from_start: bool,
 }
 
 impl Reader {
@@ -484,6 +489,8 @@ impl Reader {
             close_seen: false,
             seen_message: false,
             had_gap: false,
+            bare_lf: false,
+            scanned_from_start: true,
         }
     }
 
@@ -510,6 +517,8 @@ impl Reader {
         self.msg = Some(Msg::new(ts, anomalies));
         self.state = State::Head;
         self.line_ok = line_ok;
+        self.bare_lf = false;
+        self.scanned_from_start = self.buf.is_empty();
     }
 }
 
@@ -601,8 +610,8 @@ impl Conn {
                     .take_while(|&&b| b == b'\r' || b == b'\n')
                     .count();
                 if skip < avail.len() {
-                    self.readers[d].start_msg(ts, false);
                     self.readers[d].buf.clear();
+                    self.readers[d].start_msg(ts, false);
                 }
                 skip
             }
@@ -635,8 +644,20 @@ impl Conn {
         let r = &mut self.readers[d];
         let kind = r.kind;
         let avail = &data[pos..];
+        if r.buf.is_empty() {
+            if let Some(e) = fast_head_end(avail, cap) {
+                let head = data.slice(pos..pos + e);
+                if let Some(m) = r.msg.as_mut() {
+                    m.end = ts;
+                }
+                self.on_head(dir, ts, head, Some(false), ctx);
+                return e;
+            }
+        }
         let tail_from = r.buf.len().saturating_sub(2);
-        if let Some(e) = find_head_end(&r.buf[tail_from..], avail) {
+        let scan = scan_head(&r.buf[tail_from..], avail);
+        r.bare_lf |= scan.bare_lf;
+        if let Some(e) = scan.end {
             if r.buf.len() + e > cap {
                 let keep = cap.saturating_sub(r.buf.len()).min(e);
                 r.buf.extend_from_slice(&avail[..keep]);
@@ -653,7 +674,9 @@ impl Conn {
             if let Some(m) = r.msg.as_mut() {
                 m.end = ts;
             }
-            self.on_head(dir, ts, head, ctx);
+            // The scans covered the whole head only when it was read from its first byte.
+            let bare_lf = r.scanned_from_start.then_some(r.bare_lf);
+            self.on_head(dir, ts, head, bare_lf, ctx);
             return e;
         }
         if r.buf.len() + avail.len() > cap {
@@ -745,14 +768,21 @@ impl Conn {
     }
 
     /// A complete head.
-    fn on_head(&mut self, dir: Direction, ts: Nanos, head: Bytes, ctx: &mut Ctx<'_>) {
+    fn on_head(
+        &mut self,
+        dir: Direction,
+        ts: Nanos,
+        head: Bytes,
+        bare_lf: Option<bool>,
+        ctx: &mut Ctx<'_>,
+    ) {
         let kind = self.readers[dir.index()].kind;
         if kind == Kind::Request && head.starts_with(b"PRI * ") {
             // The HTTP/2 connection preface, whatever version it claims.
             self.bad_start(dir, ts, Some(head), ctx);
             return;
         }
-        match parser::parse_head(kind, head.clone()) {
+        match parser::parse_head(kind, &head, bare_lf) {
             Ok(p) => match kind {
                 Kind::Request => self.on_request_head(ts, p, ctx),
                 Kind::Response => self.on_response_head(ts, p, ctx),

@@ -8,6 +8,7 @@
 //! parse; bare LF line ends, which `httparse` accepts, are flagged.
 
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -165,10 +166,20 @@ pub(crate) fn check_start_line(kind: Kind, b: &[u8]) -> LineCheck {
     }
 }
 
-/// Index in `data` just past the empty line that ends a head, or `None`. `prev` holds the bytes
-/// of the same head already buffered before `data` (only its last two bytes matter). The head
-/// must not start with an empty line (the caller skips those).
-pub(crate) fn find_head_end(prev: &[u8], data: &[u8]) -> Option<usize> {
+/// Where a head ends in `data`, and whether a bare LF was seen on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeadScan {
+    /// Index in `data` just past the empty line that ends the head.
+    pub end: Option<usize>,
+    /// A line end in the scanned part is a bare LF.
+    pub bare_lf: bool,
+}
+
+/// Scans `data` for the empty line that ends a head. `prev` holds the bytes of the same head
+/// already buffered before `data` (only its last two bytes matter). The head must not start
+/// with an empty line (the caller skips those). Each LF is visited once, so the bare-LF check
+/// costs nothing extra.
+pub(crate) fn scan_head(prev: &[u8], data: &[u8]) -> HeadScan {
     let back = |i: usize, k: usize| -> Option<u8> {
         // The byte `k` positions before `data[i]`, reaching into `prev`.
         if i >= k {
@@ -180,15 +191,52 @@ pub(crate) fn find_head_end(prev: &[u8], data: &[u8]) -> Option<usize> {
                 .and_then(|j| prev.get(j).copied())
         }
     };
+    let mut bare_lf = false;
     for i in memchr::memchr_iter(b'\n', data) {
         match back(i, 1) {
-            Some(b'\n') => return Some(i + 1),
-            Some(b'\r') if back(i, 2) == Some(b'\n') => return Some(i + 1),
-            _ => {}
+            Some(b'\n') => {
+                return HeadScan {
+                    end: Some(i + 1),
+                    bare_lf: true,
+                }
+            }
+            Some(b'\r') => {
+                if back(i, 2) == Some(b'\n') {
+                    return HeadScan {
+                        end: Some(i + 1),
+                        bare_lf,
+                    };
+                }
+            }
+            _ => bare_lf = true,
         }
     }
-    None
+    HeadScan { end: None, bare_lf }
 }
+
+/// The common case in one SIMD search: `data` starts with a whole head whose lines all end in
+/// CRLF, within `cap` bytes. Returns the index just past its final empty line, or `None` when
+/// the head is incomplete, longer than `cap`, or has a bare LF (then [`scan_head`] decides).
+pub(crate) fn fast_head_end(data: &[u8], cap: usize) -> Option<usize> {
+    static CRLFCRLF: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
+    let finder = CRLFCRLF.get_or_init(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    let window = &data[..data.len().min(cap.saturating_add(4))];
+    let end = finder.find(window)? + 4;
+    let head = &data[..end];
+    // Every LF preceded by a CR (lone CRs are rejected by the parser later): no earlier end.
+    let lf = memchr::memchr_iter(b'\n', head).count();
+    let cr = memchr::memchr_iter(b'\r', head).count();
+    (lf == cr).then_some(end)
+}
+
+/// Index in `data` just past the empty line that ends a head (see [`scan_head`]).
+#[cfg(test)]
+pub(crate) fn find_head_end(prev: &[u8], data: &[u8]) -> Option<usize> {
+    scan_head(prev, data).end
+}
+
+/// `[start, end)` byte offsets into a head.
+pub(crate) type Span = (u32, u32);
 
 /// What a `Content-Length` field said.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,16 +368,21 @@ fn offset(base: &[u8], part: &[u8]) -> u32 {
 }
 
 /// Parses one complete head of `kind`. Obs-fold is unfolded (anomaly `obs_fold`), bare LF and
-/// non-UTF-8 values are flagged, and framing headers are interpreted.
-pub(crate) fn parse_head(kind: Kind, head: Bytes) -> Result<ParsedHead, HeadError> {
-    match parse_once(kind, head.clone()) {
+/// non-UTF-8 values are flagged, and framing headers are interpreted. `bare_lf` is what the
+/// caller's scan of the head found, when it scanned all of it.
+pub(crate) fn parse_head(
+    kind: Kind,
+    head: &Bytes,
+    bare_lf: Option<bool>,
+) -> Result<ParsedHead, HeadError> {
+    match parse_once(kind, head, bare_lf) {
         Ok(p) => Ok(p),
-        Err(_) => match unfold(&head) {
+        Err(_) => match unfold(head) {
             Some(unfolded) => {
-                let mut p =
-                    parse_once(kind, Bytes::from(unfolded)).map_err(|_| HeadError::Malformed)?;
+                let mut p = parse_once(kind, &Bytes::from(unfolded), None)
+                    .map_err(|_| HeadError::Malformed)?;
                 p.facts.anomalies.insert(Anomaly::ObsFold);
-                if has_bare_lf(&head) {
+                if has_bare_lf(head) {
                     p.facts.anomalies.insert(Anomaly::BareLf);
                 }
                 Ok(p)
@@ -341,13 +394,17 @@ pub(crate) fn parse_head(kind: Kind, head: Bytes) -> Result<ParsedHead, HeadErro
 
 /// One `httparse` pass, retrying once with an exact-size header array when the inline one is
 /// too small.
-fn parse_once(kind: Kind, head: Bytes) -> Result<ParsedHead, httparse::Error> {
+fn parse_once(
+    kind: Kind,
+    head: &Bytes,
+    bare_lf: Option<bool>,
+) -> Result<ParsedHead, httparse::Error> {
     let mut inline = [MaybeUninit::<httparse::Header<'_>>::uninit(); INLINE_HEADERS];
-    match parse_with(kind, &head, &mut inline) {
+    match parse_with(kind, head, &mut inline, bare_lf) {
         Err(httparse::Error::TooManyHeaders) => {
-            let lines = memchr::memchr_iter(b'\n', &head).count();
+            let lines = memchr::memchr_iter(b'\n', head).count();
             let mut big = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); lines + 1];
-            parse_with(kind, &head, &mut big)
+            parse_with(kind, head, &mut big, bare_lf)
         }
         other => other,
     }
@@ -357,6 +414,7 @@ fn parse_with<'b>(
     kind: Kind,
     head: &'b Bytes,
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    bare_lf: Option<bool>,
 ) -> Result<ParsedHead, httparse::Error> {
     let buf: &'b [u8] = head;
     let (start, headers): (StartLine, &[httparse::Header<'b>]) = match kind {
@@ -395,7 +453,7 @@ fn parse_with<'b>(
     };
     let mut spans = Vec::with_capacity(headers.len());
     let mut facts = HeadFacts::default();
-    let ascii = buf.is_ascii();
+    let ascii = !has_non_ascii(buf);
     for h in headers {
         let name = h.name.as_bytes();
         let n0 = offset(buf, name);
@@ -412,7 +470,7 @@ fn parse_with<'b>(
         }
     }
     facts.finish();
-    if has_bare_lf(buf) {
+    if bare_lf.unwrap_or_else(|| has_bare_lf(buf)) {
         facts.anomalies.insert(Anomaly::BareLf);
     }
     Ok(ParsedHead {
@@ -437,6 +495,18 @@ fn reason_span(buf: &[u8]) -> (u32, u32) {
     } else {
         (end as u32, end as u32)
     }
+}
+
+/// Some byte is 0x80 or above; eight bytes at a time.
+fn has_non_ascii(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(8);
+    let mut acc = 0u64;
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        acc |= u64::from_ne_bytes(word);
+    }
+    acc & 0x8080_8080_8080_8080 != 0 || chunks.remainder().iter().any(|&x| x >= 0x80)
 }
 
 /// A line ended by LF without CR before it.
@@ -565,10 +635,10 @@ fn interpret(f: &mut HeadFacts, name: &[u8], value: &[u8]) {
             }
         }
         7 if name.eq_ignore_ascii_case(b"upgrade") => f.upgrade = true,
-        6 if name.eq_ignore_ascii_case(b"expect") => {
-            if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
-                f.expect_continue = true;
-            }
+        6 if name.eq_ignore_ascii_case(b"expect")
+            && trim_ows(value).eq_ignore_ascii_case(b"100-continue") =>
+        {
+            f.expect_continue = true;
         }
         16 if name.eq_ignore_ascii_case(b"content-encoding") => {
             for el in list_elements(value) {
@@ -583,7 +653,7 @@ fn interpret(f: &mut HeadFacts, name: &[u8], value: &[u8]) {
 
 /// Salvages the request line of a head that could not be parsed whole (cut by a gap, the end of
 /// the connection, the header cap, or bad headers): `(method, target, version)` spans.
-pub(crate) fn salvage_request_line(buf: &[u8]) -> Option<((u32, u32), (u32, u32), Version)> {
+pub(crate) fn salvage_request_line(buf: &[u8]) -> Option<(Span, Span, Version)> {
     let LineCheck::Valid(len) = check_request_line(buf) else {
         return None;
     };
@@ -599,7 +669,7 @@ pub(crate) fn salvage_request_line(buf: &[u8]) -> Option<((u32, u32), (u32, u32)
 }
 
 /// Salvages the status line of a head that could not be parsed whole: `(status, reason, version)`.
-pub(crate) fn salvage_status_line(buf: &[u8]) -> Option<(u16, (u32, u32), Version)> {
+pub(crate) fn salvage_status_line(buf: &[u8]) -> Option<(u16, Span, Version)> {
     let LineCheck::Valid(len) = check_status_line(buf) else {
         return None;
     };
@@ -634,7 +704,7 @@ mod tests {
     use super::*;
 
     fn req(s: &str) -> Result<ParsedHead, HeadError> {
-        parse_head(Kind::Request, Bytes::copy_from_slice(s.as_bytes()))
+        parse_head(Kind::Request, &Bytes::copy_from_slice(s.as_bytes()), None)
     }
 
     fn headers(p: &ParsedHead) -> Vec<(String, String)> {
@@ -721,6 +791,36 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_detection() {
+        assert!(!has_non_ascii(b"plain ascii text, longer than a word"));
+        assert!(has_non_ascii(b"plain ascii text\xff longer than a word"));
+        assert!(has_non_ascii(b"abc\x80"));
+        assert!(!has_non_ascii(b""));
+    }
+
+    #[test]
+    fn fast_head_end_takes_only_clean_heads() {
+        assert_eq!(
+            fast_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody", 100),
+            Some(24)
+        );
+        assert_eq!(
+            fast_head_end(b"GET / HTTP/1.1\nA: b\n\nGET / HTTP/1.1\r\n\r\n", 100),
+            None
+        );
+        assert_eq!(fast_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 100), None);
+        assert_eq!(fast_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\n", 10), None);
+    }
+
+    #[test]
+    fn head_scan_reports_bare_lf() {
+        assert!(!scan_head(b"", b"GET / HTTP/1.1\r\nA: b\r\n\r\n").bare_lf);
+        assert!(scan_head(b"", b"GET / HTTP/1.1\nA: b\r\n\r\n").bare_lf);
+        assert!(scan_head(b"", b"GET / HTTP/1.1\r\nA: b\n\n").bare_lf);
+        assert!(!scan_head(b"GET / HTTP/1.1\r", b"\nA").bare_lf);
+    }
+
+    #[test]
     fn head_end_found_across_buffer_boundary() {
         assert_eq!(find_head_end(b"", b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", b"\nrest"), Some(1));
@@ -756,7 +856,8 @@ mod tests {
     fn response_reason_with_obs_text_is_kept() {
         let p = parse_head(
             Kind::Response,
-            Bytes::from_static("HTTP/1.1 500 Oriëntatie\r\n\r\n".as_bytes()),
+            &Bytes::from_static("HTTP/1.1 500 Oriëntatie\r\n\r\n".as_bytes()),
+            None,
         )
         .expect("valid");
         let StartLine::Response { status, reason, .. } = p.start else {
@@ -790,7 +891,8 @@ mod tests {
     fn bare_lf_and_non_utf8_are_flagged() {
         let p = parse_head(
             Kind::Request,
-            Bytes::from_static(b"GET / HTTP/1.1\nX: \xff\xfe\n\n"),
+            &Bytes::from_static(b"GET / HTTP/1.1\nX: \xff\xfe\n\n"),
+            None,
         )
         .expect("valid");
         assert!(p.facts.anomalies.contains(Anomaly::BareLf));
