@@ -222,10 +222,46 @@ impl Masker {
             return false;
         }
         let b = v.as_bytes();
-        (memchr::memchr(b'@', b).is_some() && self.email.is_match(v))
-            || (memchr::memmem::find(b, b"eyJ").is_some() && self.jwt.is_match(v))
-            || (contains_ignore_case(b, b"bearer") && self.bearer.is_match(v))
-            || has_card_number(b)
+        let s = Suspects::scan(b);
+        (s.at && self.email.is_match(v))
+            || (s.jwt && self.jwt.is_match(v))
+            || (s.bearer && self.bearer.is_match(v))
+            || (s.digits >= 13 && has_card_number(b))
+    }
+
+    /// The token for a header value that must be masked (by name or content), `None` when the
+    /// value may leave as it is. Checks in place: no allocation for the common clean value.
+    pub fn mask_header_bytes(&self, name: &[u8], value: &[u8]) -> Option<String> {
+        if !self.active {
+            return None;
+        }
+        if self
+            .headers
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        {
+            return Some(self.token(value));
+        }
+        if self.regexes.is_empty() && !Suspects::scan(value).any() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(value);
+        self.value_is_sensitive(&text).then(|| self.token(value))
+    }
+
+    /// The request target masked, `None` when nothing in it needs masking.
+    pub fn mask_uri_bytes(&self, uri: &[u8]) -> Option<String> {
+        if !self.active {
+            return None;
+        }
+        let has_query = memchr::memchr(b'?', uri).is_some();
+        if !has_query && self.regexes.is_empty() && !Suspects::scan(uri).any() {
+            return None;
+        }
+        match self.mask_uri(&String::from_utf8_lossy(uri)) {
+            Cow::Owned(m) => Some(m),
+            Cow::Borrowed(_) => None,
+        }
     }
 
     /// A value, whole, masked if sensitive.
@@ -466,9 +502,34 @@ impl Masker {
     }
 }
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+/// What a single pass over a value found that a detector could match: the expensive checks
+/// run only when their cheap precondition holds.
+#[derive(Default)]
+struct Suspects {
+    at: bool,
+    jwt: bool,
+    bearer: bool,
+    digits: usize,
+}
+
+impl Suspects {
+    fn scan(b: &[u8]) -> Suspects {
+        // Each check is a vectorised search or count over the whole value.
+        let bearer = memchr::memchr2_iter(b'b', b'B', b).any(|i| {
+            b.get(i..i + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
+        });
+        Suspects {
+            at: memchr::memchr(b'@', b).is_some(),
+            jwt: memchr::memmem::find(b, b"eyJ").is_some(),
+            bearer,
+            digits: b.iter().filter(|c| c.is_ascii_digit()).count(),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.at || self.jwt || self.bearer || self.digits >= 13
+    }
 }
 
 fn percent_decode(s: &str) -> String {

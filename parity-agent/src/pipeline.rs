@@ -65,12 +65,7 @@ impl RecordSink {
     }
 
     fn write(&mut self, ex: &Exchange) -> std::io::Result<()> {
-        if self.masker.is_active() {
-            let masked = self.masker.mask_exchange(ex);
-            record::write_record(&masked, &mut self.buf);
-        } else {
-            record::write_record(ex, &mut self.buf);
-        }
+        record::write_record_masked(ex, Some(&self.masker), &mut self.buf);
         if self.buf.len() >= 1 << 16 {
             self.flush_buf()?;
         }

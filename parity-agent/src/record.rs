@@ -10,6 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use crate::exchange::{Body, Exchange, Headers, Request, Response};
+use crate::mask::Masker;
 use crate::segment::Nanos;
 
 /// Appends one JSON object describing `ex`, followed by `\n`, to `out`.
@@ -30,6 +31,15 @@ use crate::segment::Nanos;
 /// `body_len` is the decoded length (after transfer and content decoding) and `body_sha256`
 /// the SHA-256 of those decoded bytes.
 pub fn write_record(ex: &Exchange, out: &mut Vec<u8>) {
+    write_record_masked(ex, None, out)
+}
+
+/// [`write_record`] with header values and the request target passed through `masker`
+/// (when given and active): a masked value is replaced whole by its token. Values are checked
+/// in place, so an exchange with nothing to mask costs no allocation.
+pub fn write_record_masked(ex: &Exchange, masker: Option<&Masker>, out: &mut Vec<u8>) {
+    let masker = masker.filter(|m| m.is_active());
+    out.reserve(2048);
     let mut lossy = false;
     out.extend_from_slice(b"{\"conn_id\":");
     push_u64(out, ex.conn.0);
@@ -41,12 +51,12 @@ pub fn write_record(ex: &Exchange, out: &mut Vec<u8>) {
     push_addr(out, ex.server);
     out.extend_from_slice(b"\"},\"request\":");
     match &ex.request {
-        Some(r) => lossy |= push_request(out, r),
+        Some(r) => lossy |= push_request(out, r, masker),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"response\":");
     match &ex.response {
-        Some(r) => lossy |= push_response(out, r),
+        Some(r) => lossy |= push_response(out, r, masker),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"interim\":[");
@@ -89,24 +99,35 @@ pub fn write_record(ex: &Exchange, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-fn push_request(out: &mut Vec<u8>, r: &Request) -> bool {
+fn push_request(out: &mut Vec<u8>, r: &Request, masker: Option<&Masker>) -> bool {
     let mut lossy = false;
     out.extend_from_slice(b"{\"method\":");
     lossy |= push_str(out, &r.method);
     out.extend_from_slice(b",\"uri\":");
-    lossy |= push_str(out, &r.uri);
+    match masker.and_then(|m| m.mask_uri_bytes(&r.uri)) {
+        Some(masked) => lossy |= push_str(out, masked.as_bytes()),
+        None => lossy |= push_str(out, &r.uri),
+    }
     out.extend_from_slice(b",\"version\":\"");
     out.extend_from_slice(r.version.as_str().as_bytes());
     out.extend_from_slice(b"\",\"host\":");
     match r.headers.get("host") {
-        Some(h) => lossy |= push_str(out, h),
+        Some(h) => lossy |= push_value(out, b"host", h, masker),
         None => out.extend_from_slice(b"null"),
     }
-    lossy |= push_headers_and_body(out, &r.headers, &r.body);
+    lossy |= push_headers_and_body(out, &r.headers, &r.body, masker);
     lossy
 }
 
-fn push_response(out: &mut Vec<u8>, r: &Response) -> bool {
+/// A header value, masked when `masker` says so.
+fn push_value(out: &mut Vec<u8>, name: &[u8], value: &[u8], masker: Option<&Masker>) -> bool {
+    match masker.and_then(|m| m.mask_header_bytes(name, value)) {
+        Some(token) => push_str(out, token.as_bytes()),
+        None => push_str(out, value),
+    }
+}
+
+fn push_response(out: &mut Vec<u8>, r: &Response, masker: Option<&Masker>) -> bool {
     let mut lossy = false;
     out.extend_from_slice(b"{\"status\":");
     push_u64(out, u64::from(r.status));
@@ -115,12 +136,17 @@ fn push_response(out: &mut Vec<u8>, r: &Response) -> bool {
     out.extend_from_slice(b",\"version\":\"");
     out.extend_from_slice(r.version.as_str().as_bytes());
     out.push(b'"');
-    lossy |= push_headers_and_body(out, &r.headers, &r.body);
+    lossy |= push_headers_and_body(out, &r.headers, &r.body, masker);
     lossy
 }
 
 /// `,"headers":[...],"body_len":N,"body_sha256":"..."}` closing the message object.
-fn push_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &Body) -> bool {
+fn push_headers_and_body(
+    out: &mut Vec<u8>,
+    headers: &Headers,
+    body: &Body,
+    masker: Option<&Masker>,
+) -> bool {
     let mut lossy = false;
     out.extend_from_slice(b",\"headers\":[");
     for (i, (name, value)) in headers.iter().enumerate() {
@@ -130,7 +156,7 @@ fn push_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &Body) -> b
         out.push(b'[');
         lossy |= push_str(out, name);
         out.push(b',');
-        lossy |= push_str(out, value);
+        lossy |= push_value(out, name, value, masker);
         out.push(b']');
     }
     out.extend_from_slice(b"],\"body_len\":");
@@ -157,18 +183,53 @@ static NEEDS_ESCAPE: [bool; 256] = {
 /// Appends `s` as a JSON string; returns `true` when it was not UTF-8 and was written lossily.
 fn push_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
     out.push(b'"');
-    let lossy = match std::str::from_utf8(s) {
-        Ok(_) => {
-            escape_into(out, s);
-            false
-        }
-        Err(_) => {
-            escape_into(out, String::from_utf8_lossy(s).as_bytes());
-            true
+    // ASCII (the common case) needs no UTF-8 validation: the escape scan proves it in passing.
+    let lossy = if escape_ascii_into(out, s) {
+        false
+    } else {
+        match std::str::from_utf8(s) {
+            Ok(_) => {
+                escape_into(out, s);
+                false
+            }
+            Err(_) => {
+                escape_into(out, String::from_utf8_lossy(s).as_bytes());
+                true
+            }
         }
     };
     out.push(b'"');
     lossy
+}
+
+/// Escapes `s` into `out` if it is all ASCII and returns `true`; otherwise leaves `out`
+/// untouched and returns `false`.
+fn escape_ascii_into(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut all_clean = true;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        if x & HIGH != 0 {
+            return false;
+        }
+        all_clean &= clean_word(&s[i..i + 8]);
+        i += 8;
+    }
+    for &b in &s[i..] {
+        if b >= 0x80 {
+            return false;
+        }
+        all_clean &= !NEEDS_ESCAPE[usize::from(b)];
+    }
+    if all_clean {
+        out.extend_from_slice(s);
+    } else {
+        escape_into(out, s);
+    }
+    true
 }
 
 /// Eight bytes of which none needs escaping (no control byte, `"` or `\\`).
@@ -223,15 +284,28 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while n >= 100 {
+        let d = usize::try_from(n % 100).unwrap_or(0) * 2;
+        n /= 100;
+        i -= 2;
+        buf[i] = PAIRS[d];
+        buf[i + 1] = PAIRS[d + 1];
+    }
+    if n >= 10 {
+        let d = usize::try_from(n).unwrap_or(0) * 2;
+        i -= 2;
+        buf[i] = PAIRS[d];
+        buf[i + 1] = PAIRS[d + 1];
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&buf[i..]);
 }
@@ -458,5 +532,47 @@ mod tests {
             &ascii[..]
         );
         assert_eq!(v["lossy_utf8"], false);
+    }
+
+    #[test]
+    fn masked_records_hide_secrets_in_headers_and_targets() {
+        let mut ex = exchange();
+        if let Some(r) = &mut ex.request {
+            r.uri = Bytes::from_static(b"/login?user=bob&access_token=abc123&next=/home");
+            r.headers = Headers::from_pairs(&[
+                ("Host", "example.com"),
+                ("Authorization", "Basic Ym9iOnNlY3JldA=="),
+                ("X-Forwarded-For", "jane.doe@example.com"),
+                ("Accept", "*/*"),
+            ]);
+        }
+        let cfg = crate::config::Config::default();
+        let m = Masker::new(&cfg, [1; 32], true);
+        let mut out = Vec::new();
+        write_record_masked(&ex, Some(&m), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for secret in ["Ym9iOnNlY3JldA==", "jane.doe@example.com", "abc123"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["request"]["headers"][3],
+            serde_json::json!(["Accept", "*/*"])
+        );
+        assert_eq!(v["request"]["host"], "example.com");
+        assert!(v["request"]["uri"].as_str().unwrap().contains("user=bob"));
+        // The same exchange without a masker is written as captured.
+        let mut plain = Vec::new();
+        write_record_masked(&ex, Some(&Masker::disabled()), &mut plain);
+        assert!(String::from_utf8(plain).unwrap().contains("abc123"));
+    }
+
+    #[test]
+    fn numbers_of_every_width_are_written_exactly() {
+        for n in [0u64, 7, 10, 99, 100, 12345, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
     }
 }
