@@ -224,9 +224,7 @@ pub(crate) fn fast_head_end(data: &[u8], cap: usize) -> Option<usize> {
     let end = finder.find(window)? + 4;
     let head = &data[..end];
     // Every LF preceded by a CR (lone CRs are rejected by the parser later): no earlier end.
-    let lf = memchr::memchr_iter(b'\n', head).count();
-    let cr = memchr::memchr_iter(b'\r', head).count();
-    (lf == cr).then_some(end)
+    (!has_bare_lf(head)).then_some(end)
 }
 
 /// Index in `data` just past the empty line that ends a head (see [`scan_head`]).
