@@ -109,9 +109,28 @@ where
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
-        let Some(req) = read_request(&mut rd).await? else {
+        let Some(lines) = read_head(&mut rd).await? else {
             return Ok(());
         };
+        let mut parts = lines[0].split(' ');
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let headers = parse_headers(&lines[1..]);
+        let mut req = Req {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+        };
+        // A client that sent `Expect: 100-continue` waits for the interim response before
+        // sending its body.
+        if req
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
+            wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
+        req.body = read_body(&mut rd, &req.headers, false).await?;
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -231,23 +250,6 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(
     Ok(body)
 }
 
-async fn read_request<R: AsyncBufReadExt + Unpin>(rd: &mut R) -> Result<Option<Req>> {
-    let Some(lines) = read_head(rd).await? else {
-        return Ok(None);
-    };
-    let mut parts = lines[0].split(' ');
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("").to_string();
-    let headers = parse_headers(&lines[1..]);
-    let body = read_body(rd, &headers, false).await?;
-    Ok(Some(Req {
-        method,
-        target,
-        headers,
-        body,
-    }))
-}
-
 /// A response as the client received it.
 #[derive(Clone, Debug)]
 pub struct Got {
@@ -311,6 +313,30 @@ impl Client {
         Ok(())
     }
 
+    /// Send a request with `Expect: 100-continue`: the head first, the body only after the
+    /// server's `100 Continue`; returns the final response with the interim code recorded.
+    pub async fn request_expect_continue(&mut self, target: &str, body: &[u8]) -> Result<Got> {
+        let len = body.len().to_string();
+        let head = encode_request(
+            "POST",
+            target,
+            &self.addr.to_string(),
+            &[("Expect", "100-continue"), ("Content-Length", len.as_str())],
+            b"",
+        );
+        self.send_raw(&head).await?;
+        let lines = read_head(&mut self.rd)
+            .await?
+            .ok_or_else(|| anyhow!("connection closed before 100 Continue"))?;
+        if !lines[0].contains(" 100 ") {
+            bail!("expected 100 Continue, got {:?}", lines[0]);
+        }
+        self.send_raw(body).await?;
+        let mut got = self.read_response(false).await?;
+        got.interim.insert(0, 100);
+        Ok(got)
+    }
+
     /// Read one response (after any interim responses). `head` says the request was HEAD.
     pub async fn read_response(&mut self, head: bool) -> Result<Got> {
         let mut interim = Vec::new();
@@ -368,7 +394,10 @@ pub fn encode_request(
     for (n, v) in headers {
         out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
     }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
+    let has_framing = headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    });
+    if !has_framing && (!body.is_empty() || method == "POST" || method == "PUT") {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
     out.extend_from_slice(b"\r\n");

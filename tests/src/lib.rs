@@ -1,5 +1,9 @@
 //! Fixtures shared by parity's end-to-end tests and the demo: HTTP upstreams and clients,
-//! network namespaces, and the agent process.
+//! network namespaces and cgroups, the agent process, and test preconditions.
 
+pub mod agent;
 pub mod demo;
+pub mod env;
+pub mod fixture;
 pub mod http1;
+pub mod netns;

@@ -50,6 +50,11 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: SocketAddr,
     },
+    /// Serve the test fixture (sized, chunked and echoed bodies) until killed.
+    Fixture {
+        #[arg(long, default_value = "127.0.0.1:18090")]
+        listen: Vec<SocketAddr>,
+    },
     /// Check a summary report (JSON file) against the injected behaviours; exit 1 on mismatch.
     Check { report: std::path::PathBuf },
 }
@@ -83,6 +88,13 @@ async fn main() -> Result<()> {
                 "demo: sent {} mirrored requests ({} errors)",
                 stats.sent, stats.errors
             );
+        }
+        Cmd::Fixture { listen } => {
+            for a in listen {
+                let local = parity_tests::fixture::start(a).await?;
+                eprintln!("fixture: listening on {local}");
+            }
+            tokio::signal::ctrl_c().await?;
         }
         Cmd::Config {
             primary,
