@@ -190,15 +190,21 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     }
 }
 
-/// The masker for a command: keyed from the install's key file when masking is on.
-pub fn masker(cfg: &Config, unmasked: bool) -> Result<Arc<Masker>, Failure> {
+/// The masker for a command: keyed from the install's key file when masking is on and the
+/// command persists masked values (`persistent`: exchange records or a store), so equal values
+/// keep equal tokens across runs; otherwise with a key that lives only for this run.
+pub fn masker(cfg: &Config, unmasked: bool, persistent: bool) -> Result<Arc<Masker>, Failure> {
     if unmasked || !cfg.masking.enabled {
         if unmasked {
             tracing::warn!("masking is OFF (--unmasked): secrets in the traffic will appear in every output of this run");
         }
         return Ok(Arc::new(Masker::new(cfg, [0; 32], false)));
     }
-    let key = mask::load_or_create_key(&mask::key_path(cfg))?;
+    let key = if persistent {
+        mask::load_or_create_key(&mask::key_path(cfg))?
+    } else {
+        mask::ephemeral_key()?
+    };
     Ok(Arc::new(Masker::new(cfg, key, true)))
 }
 
@@ -252,7 +258,8 @@ pub fn gate_exit(out: &OutputArgs, report: &crate::summary::Report) -> i32 {
 /// Run `replay`.
 pub fn cmd_replay(c: ReplayCmd) -> Result<i32, Failure> {
     let config = load_config(c.config.as_ref())?;
-    let masker = masker(&config, c.out.unmasked)?;
+    let persistent = c.out.exchanges.is_some() || config.store.is_some();
+    let masker = masker(&config, c.out.unmasked, persistent)?;
     let records = record_sink(c.out.exchanges.as_deref(), &masker)?;
     let store = crate::store::open_for(&config, masker.clone())?;
     let outcome = crate::replay::replay(crate::replay::ReplayArgs {

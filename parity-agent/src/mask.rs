@@ -74,10 +74,7 @@ pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], KeyError> {
             len: bytes.len(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut key))
-                .map_err(io)?;
+            let key = ephemeral_key()?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
@@ -94,6 +91,18 @@ pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], KeyError> {
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// A random key for a run that persists nothing masked (tokens differ from run to run).
+pub fn ephemeral_key() -> Result<[u8; 32], KeyError> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|source| KeyError::Io {
+            path: PathBuf::from("/dev/urandom"),
+            source,
+        })?;
+    Ok(key)
 }
 
 /// Where the key lives for a configuration: `[masking] key_file`, else `parity.key` beside the

@@ -41,7 +41,8 @@ mod live {
 
     pub fn cmd_run(c: RunCmd) -> Result<i32, Failure> {
         let config = Config::load(&c.config)?;
-        let masker = cli::masker(&config, c.out.unmasked)?;
+        let persistent = c.out.exchanges.is_some() || config.store.is_some();
+        let masker = cli::masker(&config, c.out.unmasked, persistent)?;
         let records = cli::record_sink(c.out.exchanges.as_deref(), &masker)?;
         let token = match &config.server {
             Some(s) => server::api_token(s.listen, s.token.clone())?,

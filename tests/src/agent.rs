@@ -61,11 +61,16 @@ impl Agent {
             .arg(dir.path().join("report.json"))
             .args(&opts.args)
             .current_dir(dir.path())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let stderr = child.stderr.take().context("no stderr")?;
         let log = Arc::new(Mutex::new(String::new()));
         let log2 = log.clone();
@@ -94,11 +99,16 @@ impl Agent {
         while start.elapsed() < timeout {
             if let Some(child) = &mut self.child {
                 if let Some(status) = child.try_wait()? {
-                    bail!("the agent exited during start-up ({status}):\n{}", self.log());
+                    bail!(
+                        "the agent exited during start-up ({status}):\n{}",
+                        self.log()
+                    );
                 }
             }
             let ready = match self.listen {
-                Some(addr) => http_get(addr, "/readyz").map(|(s, _)| s == 200).unwrap_or(false),
+                Some(addr) => http_get(addr, "/readyz")
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false),
                 None => self.log().contains("capturing with"),
             };
             if ready {
@@ -106,7 +116,10 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("the agent did not become ready within {timeout:?}:\n{}", self.log())
+        bail!(
+            "the agent did not become ready within {timeout:?}:\n{}",
+            self.log()
+        )
     }
 
     /// Everything the agent logged so far.
@@ -202,7 +215,8 @@ impl Agent {
     /// The report written at exit.
     pub fn report(&self) -> Result<serde_json::Value> {
         let p = self.path("report.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         Ok(serde_json::from_str(&text)?)
     }
 }
@@ -232,14 +246,20 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("bad record in {}: {l}", path.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .with_context(|| format!("bad record in {}: {l}", path.display()))
+        })
         .collect()
 }
 
 /// The value of one sample line in Prometheus text (`name{labels} value`), 0 when absent.
 pub fn metric_value(text: &str, sample: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
@@ -255,6 +275,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .context("no status line")?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

@@ -30,14 +30,19 @@ pub fn require_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(String::from))
         })
         .unwrap_or_default();
-    uid == "0" || skip("this test needs root (eBPF, network namespaces, cgroups); run as root or through sudo")
+    uid == "0"
+        || skip(
+            "this test needs root (eBPF, network namespaces, cgroups); run as root or through sudo",
+        )
 }
 
 /// True when every tool is on PATH; otherwise skips naming the missing one.
 pub fn require_tools(tools: &[&str]) -> bool {
     for t in tools {
         if which(t).is_none() {
-            return skip(&format!("{t} is not installed (cargo xtask setup installs it)"));
+            return skip(&format!(
+                "{t} is not installed (cargo xtask setup installs it)"
+            ));
         }
     }
     true

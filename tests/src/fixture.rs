@@ -27,13 +27,19 @@ pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
 
 /// Lower-hex SHA-256.
 pub fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 /// The fixture's answer to `req`.
 pub fn respond(req: &Req) -> Resp {
     let path = req.path().to_string();
-    let size = |prefix: &str| path.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok());
+    let size = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|n| n.parse::<usize>().ok())
+    };
     match req.method.as_str() {
         "GET" if size("/bytes/").is_some() => {
             let n = size("/bytes/").unwrap_or(0);

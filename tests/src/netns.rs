@@ -79,7 +79,11 @@ pub fn enter(path: &Path) -> Result<()> {
     // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if r != 0 {
-        bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "setns {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -119,8 +123,8 @@ impl VethPair {
         let a_if = format!("pa{subnet}x{pid}");
         let b_if = format!("pb{subnet}x{pid}");
         ip(&[
-            "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if,
-            "netns", &b.name,
+            "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns",
+            &b.name,
         ])?;
         let a_v4: std::net::Ipv4Addr = format!("10.231.{subnet}.1").parse()?;
         let b_v4: std::net::Ipv4Addr = format!("10.231.{subnet}.2").parse()?;
@@ -128,7 +132,15 @@ impl VethPair {
         let b_v6: std::net::Ipv6Addr = format!("fd00:231:{subnet}::2").parse()?;
         for (ns, ifname, v4, v6) in [(&a, &a_if, a_v4, a_v6), (&b, &b_if, b_v4, b_v6)] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
-            ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifname,
+                "nodad",
+            ])?;
             ns.ip(&["link", "set", ifname, "up"])?;
         }
         Ok(VethPair {
@@ -199,7 +211,11 @@ impl Drop for Cgroup {
 /// parity is attached).
 pub fn parity_attachments() -> Result<String> {
     let mut found = String::new();
-    for args in [&["net", "show"][..], &["cgroup", "tree"][..], &["prog", "show"][..]] {
+    for args in [
+        &["net", "show"][..],
+        &["cgroup", "tree"][..],
+        &["prog", "show"][..],
+    ] {
         let out = sh(Command::new("bpftool").args(args))?;
         for line in out.lines().filter(|l| l.contains("parity_")) {
             found.push_str(line);

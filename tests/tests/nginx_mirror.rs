@@ -27,7 +27,12 @@ impl Drop for Killed {
     }
 }
 
-fn nginx_conf(dir: &std::path::Path, listen: u16, primary: SocketAddr, mirror: SocketAddr) -> String {
+fn nginx_conf(
+    dir: &std::path::Path,
+    listen: u16,
+    primary: SocketAddr,
+    mirror: SocketAddr,
+) -> String {
     format!(
         r#"worker_processes 1;
 daemon off;
@@ -69,7 +74,12 @@ http {{
 
 /// What the demo injects, counted over the requests actually sent: per endpoint the number of
 /// requests, and per (endpoint, path, kind) the number that must differ.
-fn expected(ns: &[u64]) -> (BTreeMap<String, u64>, BTreeMap<(String, String, String), u64>) {
+fn expected(
+    ns: &[u64],
+) -> (
+    BTreeMap<String, u64>,
+    BTreeMap<(String, String, String), u64>,
+) {
     let mut per_endpoint = BTreeMap::new();
     let mut diffs = BTreeMap::new();
     for &n in ns {
@@ -101,10 +111,19 @@ fn expected(ns: &[u64]) -> (BTreeMap<String, u64>, BTreeMap<(String, String, Str
 }
 
 /// The (endpoint → compared) and ((endpoint, path, kind) → count) of a summary.
-fn observed(summary: &Value) -> (BTreeMap<String, u64>, BTreeMap<(String, String, String), u64>) {
+fn observed(
+    summary: &Value,
+) -> (
+    BTreeMap<String, u64>,
+    BTreeMap<(String, String, String), u64>,
+) {
     let mut per_endpoint = BTreeMap::new();
     let mut diffs = BTreeMap::new();
-    for e in summary["pairs"][0]["endpoints"].as_array().cloned().unwrap_or_default() {
+    for e in summary["pairs"][0]["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let ep = e["endpoint"].as_str().unwrap_or("").to_string();
         per_endpoint.insert(ep.clone(), e["compared"].as_u64().unwrap_or(0));
         for d in e["differences"].as_array().cloned().unwrap_or_default() {
@@ -191,7 +210,14 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
                 let mut sent = Vec::new();
                 for n in (w..count).step_by(4) {
                     let (method, target, body) = demo::request_for(n);
-                    let got = c.request(method, &target, &[("content-type", "application/json")], &body).await?;
+                    let got = c
+                        .request(
+                            method,
+                            &target,
+                            &[("content-type", "application/json")],
+                            &body,
+                        )
+                        .await?;
                     anyhow::ensure!(got.status < 300, "{method} {target}: {}", got.status);
                     sent.push(n);
                 }
@@ -218,14 +244,21 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
         std::thread::sleep(Duration::from_millis(200));
     }
     let (got_endpoints, got_diffs) = observed(&live);
-    assert_eq!(got_endpoints, want_endpoints, "compared per endpoint (live)");
+    assert_eq!(
+        got_endpoints, want_endpoints,
+        "compared per endpoint (live)"
+    );
     assert_eq!(got_diffs, want_diffs, "differences (live)");
     let unmatched: u64 = live["pairs"][0]["unmatched"]
         .as_object()
         .map(|o| o.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
     assert_eq!(unmatched, 0, "every id paired: {live:#}");
-    assert!(demo::check_report(&live).is_empty(), "{:?}", demo::check_report(&live));
+    assert!(
+        demo::check_report(&live).is_empty(),
+        "{:?}",
+        demo::check_report(&live)
+    );
 
     // /metrics agrees with the summary.
     let metrics = agent.metrics()?;
@@ -242,17 +275,31 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
             .map(|(_, c)| *c)
             .max()
             .unwrap_or(0);
-        let m = format!("parity_comparisons_total{{endpoint=\"{ep}\",outcome=\"match\",pair=\"orders\"}}");
-        let d = format!("parity_comparisons_total{{endpoint=\"{ep}\",outcome=\"diverged\",pair=\"orders\"}}");
-        assert_eq!(metric_value(&metrics, &m) + metric_value(&metrics, &d), *n as f64, "{ep}");
+        let m = format!(
+            "parity_comparisons_total{{endpoint=\"{ep}\",outcome=\"match\",pair=\"orders\"}}"
+        );
+        let d = format!(
+            "parity_comparisons_total{{endpoint=\"{ep}\",outcome=\"diverged\",pair=\"orders\"}}"
+        );
+        assert_eq!(
+            metric_value(&metrics, &m) + metric_value(&metrics, &d),
+            *n as f64,
+            "{ep}"
+        );
         assert_eq!(metric_value(&metrics, &d), diverged as f64, "{ep} diverged");
     }
     assert_eq!(
-        metric_value(&metrics, "parity_exchanges_total{pair=\"orders\",role=\"primary\"}"),
+        metric_value(
+            &metrics,
+            "parity_exchanges_total{pair=\"orders\",role=\"primary\"}"
+        ),
         count as f64
     );
     assert_eq!(
-        metric_value(&metrics, "parity_exchanges_total{pair=\"orders\",role=\"mirror\"}"),
+        metric_value(
+            &metrics,
+            "parity_exchanges_total{pair=\"orders\",role=\"mirror\"}"
+        ),
         count as f64
     );
 
@@ -261,7 +308,11 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
     drop(tcpdump);
     drop(nginx);
     assert!(env::which("bpftool").is_some());
-    assert_eq!(parity_tests::netns::parity_attachments()?, "", "nothing left attached");
+    assert_eq!(
+        parity_tests::netns::parity_attachments()?,
+        "",
+        "nothing left attached"
+    );
 
     // Offline: the tcpdump capture of the same traffic, replayed with the same configuration.
     let cfg_path = dir.path().join("parity.toml");
@@ -275,10 +326,17 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
         .arg(&report_path)
         .arg(&pcap)
         .output()?;
-    assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let offline: Value = serde_json::from_str(&std::fs::read_to_string(&report_path)?)?;
     let (off_endpoints, off_diffs) = observed(&offline);
-    assert_eq!(off_endpoints, want_endpoints, "compared per endpoint (offline)");
+    assert_eq!(
+        off_endpoints, want_endpoints,
+        "compared per endpoint (offline)"
+    );
     assert_eq!(off_diffs, want_diffs, "differences (offline)");
     Ok(())
 }
