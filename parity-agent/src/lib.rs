@@ -5,6 +5,7 @@
 //! order: capture → reassembly → http → classify → matcher → compare → sinks. Each is a type
 //! with a narrow input and output; none reaches into another.
 
+pub mod capture;
 pub mod compare;
 pub mod config;
 pub mod exchange;
