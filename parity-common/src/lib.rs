@@ -22,8 +22,12 @@ pub const MAX_CHUNKS: u32 = 32;
 /// Exact `address:port` targets the kernel filter holds at most.
 pub const MAX_TARGETS: u32 = 4096;
 
-/// Entries of the dedupe table (recently emitted packets, LRU).
+/// Entries of the packet dedupe table (recently emitted packets, LRU), TC on several interfaces.
 pub const SEEN_ENTRIES: u32 = 32 * 1024;
+
+/// Entries of the sender table (flow directions whose sender parity's egress hook sees, LRU),
+/// cgroup engine.
+pub const SENDER_ENTRIES: u32 = 64 * 1024;
 
 /// Ring buffer of records (header + payload chunk).
 pub const MAP_EVENTS: &str = "parity_events";
@@ -33,8 +37,10 @@ pub const MAP_TARGETS: &str = "parity_targets";
 pub const MAP_PORTS: &str = "parity_ports";
 /// Per-CPU loss counters, one `u64` per [`LossReason`].
 pub const MAP_LOSS: &str = "parity_loss";
-/// Dedupe table: [`SeenKey`] → `u32` (the hook that emitted it).
+/// Packet dedupe table: [`SeenKey`] → `u32` (the hook that emitted it).
 pub const MAP_SEEN: &str = "parity_seen";
+/// Sender table: [`FlowKey`] → [`SenderMark`].
+pub const MAP_SENDERS: &str = "parity_senders";
 /// Runtime settings: one [`Settings`] at index 0.
 pub const MAP_CONFIG: &str = "parity_config";
 
@@ -278,12 +284,54 @@ const _: () = {
     assert!(core::mem::align_of::<SeenKey>() == 4);
 };
 
+/// One direction of a TCP flow: the key of the sender table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Sender address (record encoding).
+    pub saddr: [u8; 16],
+    /// Receiver address.
+    pub daddr: [u8; 16],
+    /// Sender port.
+    pub sport: u16,
+    /// Receiver port.
+    pub dport: u16,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<FlowKey>() == 36);
+};
+
+/// Value of the sender table: this flow direction's sender is a socket parity's egress hook
+/// sees, so its receiver's ingress hook skips the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SenderMark {
+    /// Sequence number of the SYN the egress hook saw on this flow direction.
+    pub syn_seq: u32,
+    /// 1 when `syn_seq` is known (the mark was made or refreshed by a SYN), else 0.
+    pub has_syn: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<SenderMark>() == 8);
+};
+
+/// `Settings::dedupe`: every packet meets one hook only (TC on one interface; `lo` gets egress
+/// only).
+pub const DEDUPE_NONE: u32 = 0;
+/// `Settings::dedupe` for the cgroup engine: egress marks the flow direction in the sender
+/// table; ingress skips marked flow directions (their sender's egress captured them).
+pub const DEDUPE_SENDERS: u32 = 1;
+/// `Settings::dedupe` for TC on several interfaces: a packet whose [`SeenKey`] was emitted is
+/// skipped (a forwarded packet seen on two interfaces).
+pub const DEDUPE_PACKETS: u32 = 2;
+
 /// Runtime settings the agent writes before attaching.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
-    /// Non-zero: skip packets already emitted (the [`SeenKey`] table). Needed when one packet
-    /// can meet two of parity's hooks: the cgroup engine, or the TC engine on several interfaces.
+    /// [`DEDUPE_NONE`], [`DEDUPE_SENDERS`] or [`DEDUPE_PACKETS`].
     pub dedupe: u32,
     /// Zero.
     pub pad: u32,
@@ -356,4 +404,6 @@ mod pod {
     unsafe impl aya::Pod for super::PortBits {}
     unsafe impl aya::Pod for super::SeenKey {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::SenderMark {}
 }

@@ -17,19 +17,20 @@
 //! cgroup_skb path returns 1 (allow).
 //!
 //! Per packet: the port bitmap drops everything not on a target port after two bit tests; the
-//! exact-target hash map decides the rest ([`packet`]); pure ACKs are skipped (no payload, no
-//! SYN/FIN/RST: the reassembler needs none of them); the dedupe table skips packets already
-//! emitted when one packet can meet two hooks; [`emit`] writes the records and counts what it
-//! could not write.
+//! exact-target hash map decides the rest ([`packet`]); the dedupe of the attach kind applies;
+//! pure ACKs are skipped (no payload, no SYN/FIN/RST: the reassembler needs none of them);
+//! [`emit`] writes the records and counts what it could not write.
 //!
-//! Exactly once: on a loopback interface a packet passes TC egress and then TC ingress, so the
-//! agent attaches only egress there. Everywhere else duplicates are possible (the cgroup engine
-//! sees a loopback or same-host packet at the sender's egress and again at the receiver's
-//! ingress when both sockets are in the subtree; TC on several interfaces sees a forwarded
-//! packet on each), and the agent turns on the dedupe table: an LRU hash of `SeenKey` (4-tuple,
-//! seq, ack, payload length, flags) filled after a packet was written completely; a packet whose
-//! key is present is skipped. A packet not written completely (ring full) is not entered, so its
-//! second sighting still captures it.
+//! Exactly once:
+//! - TC on a loopback interface: a packet passes egress and then ingress, so the agent attaches
+//!   only egress there.
+//! - cgroup: a packet between two sockets of the subtree (a sidecar and its app over loopback,
+//!   two pods on one host) passes the sender's egress and the receiver's ingress, and may be
+//!   segmented differently at each (a >64 KiB GSO packet on `lo` reaches ingress as two). So
+//!   the unit of dedupe is the flow direction, not the packet: egress marks the direction in
+//!   the sender table, ingress skips marked directions (see `sender_dedupe`).
+//! - TC on several interfaces: a forwarded packet is seen on each; a table of recently emitted
+//!   packet keys (4-tuple, seq, ack, payload length, flags) skips the second sighting.
 
 mod bounds;
 mod emit;
@@ -41,10 +42,10 @@ use aya_ebpf::{
     macros::{cgroup_skb, classifier},
     programs::{SkBuffContext, TcContext},
 };
-use parity_common::{tcp, Hook};
+use parity_common::{tcp, FlowKey, Hook, SenderMark, DEDUPE_NONE, DEDUPE_PACKETS, DEDUPE_SENDERS};
 
 use crate::{
-    maps::{CONFIG, SEEN},
+    maps::{CONFIG, SEEN, SENDERS},
     packet::Parsed,
 };
 
@@ -113,19 +114,68 @@ fn capture_packet(skb: *mut __sk_buff, l3: u32, hook: Hook) -> bool {
         }
         Parsed::Target => {}
     }
+    let dedupe = CONFIG.get(0).map_or(DEDUPE_NONE, |s| s.dedupe);
+    // Senders are marked before the pure-ACK filter: an ACK is often a flow's first packet.
+    if dedupe == DEDUPE_SENDERS && !sender_dedupe(&p, hook) {
+        return false;
+    }
     if p.key.payload_len == 0 && p.key.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0 {
         return false;
     }
-    let dedupe = CONFIG.get(0).is_some_and(|s| s.dedupe != 0);
-    if dedupe && SEEN.get_ptr(&p.key).is_some() {
+    if dedupe == DEDUPE_PACKETS && SEEN.get_ptr(&p.key).is_some() {
         return false;
     }
-    if emit::packet(skb, &p, hook) && dedupe {
-        // A full table evicts its least recently used entry; a failed insert only risks a
-        // duplicate, which the reassembler treats as a retransmission.
+    if emit::packet(skb, &p, hook) && dedupe == DEDUPE_PACKETS {
+        // Only a completely written packet is entered, so a second sighting of one the ring
+        // could not take is still captured. A full table evicts its least recently used entry;
+        // a failed insert only risks a duplicate, which the reassembler treats as a
+        // retransmission.
         let _ = SEEN.insert(&p.key, &u32::from(hook as u8), 0);
     }
     true
+}
+
+/// The cgroup engine's dedupe. A packet between two sockets of the subtree passes the sender's
+/// egress and then the receiver's ingress. Egress marks the flow direction (its sender is in
+/// scope: egress will see all it sends, whatever the segmentation on the way); ingress skips a
+/// marked flow direction. A mark left by an earlier connection on the same 4-tuple is told
+/// apart by the SYN: an ingress SYN whose sequence number the mark does not hold comes from a
+/// sender egress did not see, so the mark goes and the packet is captured.
+///
+/// Returns whether to capture the packet.
+#[inline(always)]
+fn sender_dedupe(p: &packet::Packet, hook: Hook) -> bool {
+    let flow = FlowKey {
+        saddr: p.key.saddr,
+        daddr: p.key.daddr,
+        sport: p.key.sport,
+        dport: p.key.dport,
+    };
+    let syn = p.key.tcp_flags & tcp::SYN != 0;
+    if hook.is_egress() {
+        if syn {
+            let mark = SenderMark {
+                syn_seq: p.key.seq,
+                has_syn: 1,
+            };
+            let _ = SENDERS.insert(&flow, &mark, 0);
+        } else if SENDERS.get_ptr(&flow).is_none() {
+            let _ = SENDERS.insert(&flow, &SenderMark::default(), 0);
+        }
+        return true;
+    }
+    let Some(mark) = SENDERS.get_ptr(&flow) else {
+        return true;
+    };
+    if syn {
+        // SAFETY: a live map value of this program's map.
+        let mark = unsafe { *mark };
+        if mark.has_syn == 0 || mark.syn_seq != p.key.seq {
+            let _ = SENDERS.remove(&flow);
+            return true;
+        }
+    }
+    false
 }
 
 #[unsafe(link_section = "license")]

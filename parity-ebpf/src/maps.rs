@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use parity_common::{
-    PortBits, RecordHeader, SeenKey, Settings, TargetKey, CHUNK_BYTES, LOSS_REASON_COUNT,
-    MAX_TARGETS, SEEN_ENTRIES,
+    FlowKey, PortBits, RecordHeader, SeenKey, SenderMark, Settings, TargetKey, CHUNK_BYTES,
+    LOSS_REASON_COUNT, MAX_TARGETS, SEEN_ENTRIES, SENDER_ENTRIES,
 };
 
 /// One record with a full chunk: the unit reserved in the ring buffer for full chunks, and the
@@ -40,8 +40,13 @@ pub static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_REASON_CO
 #[map(name = "parity_logq")]
 pub static LOG_PENDING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Packets already emitted (dedupe). Per-CPU LRU lists avoid a global lock; lookups still see
-/// every CPU's entries.
+/// Flow directions whose sender parity's egress hook sees (cgroup dedupe). Per-CPU LRU lists
+/// avoid a global lock; lookups still see every CPU's entries.
+#[map(name = "parity_senders")]
+pub static SENDERS: LruHashMap<FlowKey, SenderMark> =
+    LruHashMap::with_max_entries(SENDER_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// Packets already emitted (TC dedupe across interfaces). Per-CPU LRU lists as above.
 #[map(name = "parity_seen")]
 pub static SEEN: LruHashMap<SeenKey, u32> =
     LruHashMap::with_max_entries(SEEN_ENTRIES, BPF_F_NO_COMMON_LRU);

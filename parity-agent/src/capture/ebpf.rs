@@ -52,16 +52,22 @@
 //!
 //! - `tc` on a loopback interface: a packet leaves through egress and comes back through
 //!   ingress; only egress is attached.
-//! - `cgroup`: a packet between two sockets of the subtree (loopback, or two pods on one host) is
-//!   seen at the sender's egress and again at the receiver's ingress. `tc` on several interfaces
-//!   sees a forwarded packet on each. For both, the agent enables the kernel's dedupe table: an
-//!   LRU hash keyed by (4-tuple, seq, ack, payload length, TCP flags), entered after a packet was
-//!   written completely; a packet whose key is present is skipped. Those fields are equal for two
-//!   sightings of one packet and differ between two packets of a connection (the only equal
-//!   packets are retransmissions of bytes already captured). A packet not written completely (ring
-//!   full) is not entered, so its second sighting or a retransmission can still capture it. A
-//!   packet resegmented between its two sightings (GRO on a veth) yields overlapping duplicates,
-//!   which the reassembler treats as retransmissions.
+//! - `cgroup`: a packet between two sockets of the subtree (a sidecar and its application over
+//!   loopback, two pods of one host, or anything at the default root) passes the sender's egress
+//!   and then the receiver's ingress, and need not look the same at both: on `lo` a GSO packet
+//!   larger than 64 KiB leaves as one skb and arrives as two. So the kernel dedupes per flow
+//!   direction, not per packet: the egress hook marks the direction in an LRU *sender table*
+//!   (its sender is a socket in scope, so egress sees everything it sends); the ingress hook
+//!   skips marked directions. A mark left by an earlier connection on the same 4-tuple is
+//!   recognised by the SYN sequence number it holds: an ingress SYN the mark does not know comes
+//!   from a sender egress did not see, so the mark is dropped and the flow captured at ingress.
+//!   Packets a socket-less kernel path sends (RST or ACK from a TIME_WAIT socket) are seen at
+//!   egress only when that path's cgroup (the root) is in scope.
+//! - `tc` on several interfaces: a forwarded packet is seen on each; the kernel keeps an LRU
+//!   table of recently emitted packet keys (4-tuple, seq, ack, payload length, flags), entered
+//!   once a packet was written completely, and skips a packet whose key is present. A packet
+//!   resegmented between the two interfaces yields overlapping duplicates, which the reassembler
+//!   treats as retransmissions.
 //!
 //! # Loss
 //!
@@ -93,8 +99,9 @@ use aya::programs::{
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
 use parity_common::{
-    LossReason, PortBits, Settings, TargetKey, CHUNK_BYTES, MAP_CONFIG, MAP_EVENTS, MAP_LOSS,
-    MAP_PORTS, MAP_TARGETS, MAX_CHUNKS, PROG_CGROUP_EGRESS, PROG_CGROUP_INGRESS, PROG_TC_EGRESS,
+    LossReason, PortBits, Settings, TargetKey, CHUNK_BYTES, DEDUPE_NONE, DEDUPE_PACKETS,
+    DEDUPE_SENDERS, MAP_CONFIG, MAP_EVENTS, MAP_LOSS, MAP_PORTS, MAP_SEEN, MAP_SENDERS,
+    MAP_TARGETS, MAX_CHUNKS, PROG_CGROUP_EGRESS, PROG_CGROUP_INGRESS, PROG_TC_EGRESS,
     PROG_TC_INGRESS, PROG_TC_L3_EGRESS, PROG_TC_L3_INGRESS, RECORD_HEADER_BYTES,
 };
 use tokio::io::unix::AsyncFd;
@@ -255,8 +262,17 @@ impl LiveCapture {
 
         let ring_bytes = ring_size(limits.ring_buffer_bytes.bytes(), page_size());
         let ring_entries = u32::try_from(ring_bytes).unwrap_or(u32::MAX);
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_EVENTS, ring_entries)
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_EVENTS, ring_entries);
+        // The dedupe table this plan does not use shrinks to the minimum (LRU maps preallocate).
+        match plan.dedupe() {
+            DEDUPE_SENDERS => loader.map_max_entries(MAP_SEEN, 1),
+            DEDUPE_PACKETS => loader.map_max_entries(MAP_SENDERS, 1),
+            _ => loader
+                .map_max_entries(MAP_SEEN, 1)
+                .map_max_entries(MAP_SENDERS, 1),
+        };
+        let mut ebpf = loader
             .load(PROGRAMS)
             .map_err(|e| classify("loading parity's eBPF maps", e))?;
         let logs = match EbpfLogger::init(&mut ebpf) {
@@ -268,7 +284,7 @@ impl LiveCapture {
         };
 
         let settings = Settings {
-            dedupe: u32::from(plan.needs_dedupe()),
+            dedupe: plan.dedupe(),
             pad: 0,
         };
         let mut config: Array<&mut MapData, Settings> = map_mut(&mut ebpf, MAP_CONFIG)?;
@@ -294,7 +310,11 @@ impl LiveCapture {
             attached = %attached.join(", "),
             ring_bytes,
             exact_targets = targets.keys.len(),
-            dedupe = settings.dedupe != 0,
+            dedupe = match settings.dedupe {
+                DEDUPE_SENDERS => "senders",
+                DEDUPE_PACKETS => "packets",
+                _ => "none",
+            },
             "live capture started"
         );
         Ok(LiveCapture {
@@ -546,11 +566,12 @@ impl Plan {
         }
     }
 
-    /// Can one packet meet two of parity's hooks?
-    fn needs_dedupe(&self) -> bool {
+    /// The kernel dedupe this plan needs (see the module documentation).
+    fn dedupe(&self) -> u32 {
         match self {
-            Plan::Tc(interfaces) => interfaces.len() > 1,
-            Plan::Cgroup { .. } => true,
+            Plan::Tc(interfaces) if interfaces.len() > 1 => DEDUPE_PACKETS,
+            Plan::Tc(_) => DEDUPE_NONE,
+            Plan::Cgroup { .. } => DEDUPE_SENDERS,
         }
     }
 

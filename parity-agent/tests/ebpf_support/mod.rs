@@ -393,7 +393,8 @@ impl ChildGuard {
         ChildGuard { child, stdout }
     }
 
-    /// The next line the helper printed that starts with `prefix`, without it.
+    /// What follows `prefix` on the next line the helper printed that contains it (the test
+    /// harness prints `test <name> ... ` before the helper's first line).
     pub fn expect_line(&mut self, prefix: &str) -> String {
         let mut line = String::new();
         loop {
@@ -403,8 +404,8 @@ impl ChildGuard {
                 .read_line(&mut line)
                 .expect("read helper stdout");
             assert!(n > 0, "helper exited before printing {prefix:?}");
-            if let Some(rest) = line.trim_end().strip_prefix(prefix) {
-                return rest.trim().to_string();
+            if let Some(at) = line.find(prefix) {
+                return line[at + prefix.len()..].trim().to_string();
             }
         }
     }
