@@ -259,9 +259,22 @@ fn bpftool(args: &[&str]) -> String {
 }
 
 /// parity's programs attached anywhere, as bpftool shows them (`bpftool net`, `bpftool cgroup
-/// tree`), plus parity programs still loaded at all (`bpftool prog`).
+/// tree`), plus parity programs still loaded at all (`bpftool prog`). bpftool before 7.3 does
+/// not list TCX links under `net`, so the TCX chains of `lo` are also asked directly (`tcx:`).
 pub fn parity_leftovers() -> Vec<String> {
     let mut found = Vec::new();
+    for kind in [
+        aya::programs::TcAttachType::Ingress,
+        aya::programs::TcAttachType::Egress,
+    ] {
+        if let Ok((_, progs)) = aya::programs::SchedClassifier::query_tcx("lo", kind) {
+            for p in progs {
+                if let Some(name) = p.name_as_str().filter(|n| n.starts_with("parity_tc")) {
+                    found.push(format!("tcx: lo {kind:?} {name}"));
+                }
+            }
+        }
+    }
     let net = bpftool(&["net", "show"]);
     let cg = bpftool(&["cgroup", "tree"]);
     let progs = bpftool(&["prog", "show"]);
@@ -386,6 +399,29 @@ impl ChildGuard {
             return ChildGuard::wrap(child);
         }
         ChildGuard::wrap(cmd.spawn().expect("spawn helper"))
+    }
+
+    /// Like [`ChildGuard::spawn`], but the helper runs as user and group `nobody` (65534).
+    pub fn spawn_as_nobody(entry: &str, env: &[(&str, String)]) -> ChildGuard {
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--exact",
+            entry,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PARITY_EBPF_HELPER", entry)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        use std::os::unix::process::CommandExt as _;
+        // std also drops the supplementary groups when root changes uid.
+        cmd.uid(65534).gid(65534);
+        ChildGuard::wrap(cmd.spawn().expect("spawn helper as nobody"))
     }
 
     fn wrap(mut child: Child) -> ChildGuard {
