@@ -1,6 +1,7 @@
 //! Privileged: the `cgroup` engine. On a subtree it captures only that subtree's sockets; with
 //! both ends of a connection in scope (a parent cgroup of client and server, or the default
 //! cgroup v2 root) it still delivers every segment exactly once.
+#![cfg(feature = "ebpf")]
 
 #[path = "ebpf_support/mod.rs"]
 mod support;
@@ -113,7 +114,7 @@ async fn cgroup_subtree_captures_only_its_sockets() {
     if !support::privileged("cgroup_subtree_captures_only_its_sockets") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let root = support::cgroup2_root();
     let cg = CgroupGuard::create(&root, "parity-test-subtree");
@@ -171,7 +172,7 @@ async fn cgroup_parent_of_client_and_server_captures_each_segment_once() {
     if !support::privileged("cgroup_parent_of_client_and_server_captures_each_segment_once") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let root = support::cgroup2_root();
     let parent = CgroupGuard::create(&root, "parity-test-pair");
@@ -239,7 +240,7 @@ async fn cgroup_default_root_sees_both_ends_and_delivers_once() {
     if !support::privileged("cgroup_default_root_sees_both_ends_and_delivers_once") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let l4 = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

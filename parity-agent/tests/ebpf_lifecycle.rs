@@ -1,5 +1,6 @@
 //! Live capture's life cycle: clear errors before anything is loaded, nothing left attached after
 //! detach, drop, or SIGKILL of the capturing process, and a clean second start afterwards.
+#![cfg(feature = "ebpf")]
 
 #[path = "ebpf_support/mod.rs"]
 mod support;
@@ -108,11 +109,12 @@ fn unprivileged_start_says_how_to_fix_it() {
     if !support::privileged("unprivileged_start_says_how_to_fix_it") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial_blocking();
     // The helper drops to nobody before exec; its capabilities go with root.
     let mut child =
         ChildGuard::spawn_as_nobody("helper_capture_entry", &[("PORT", "8080".to_string())]);
     let err = child.expect_line("ERROR");
+    eprintln!("unprivileged start: {err}");
     assert!(err.contains("CAP_BPF") && err.contains("sudo"), "{err}");
 }
 
@@ -121,7 +123,7 @@ async fn detach_and_drop_leave_nothing_attached() {
     if !support::privileged("detach_and_drop_leave_nothing_attached") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::assert_nothing_left("before");
     let tc = LiveCapture::start(
         &support::tc_config(&["lo"], target()),
@@ -164,7 +166,7 @@ async fn sigkill_leaves_nothing_attached_and_a_second_start_captures_once() {
     if !support::privileged("sigkill_leaves_nothing_attached_and_a_second_start_captures_once") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -1,6 +1,7 @@
 //! Privileged: a ring buffer far too small for the load. Records that do not fit are counted as
 //! `ringbuf_full`, the capture keeps running, and once the load is gone it captures completely
 //! again.
+#![cfg(feature = "ebpf")]
 
 #[path = "ebpf_support/mod.rs"]
 mod support;
@@ -32,7 +33,7 @@ async fn tiny_ring_counts_drops_keeps_running_and_recovers() {
     if !support::privileged("tiny_ring_counts_drops_keeps_running_and_recovers") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().unwrap();

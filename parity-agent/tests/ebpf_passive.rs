@@ -1,5 +1,6 @@
 //! Privileged: parity is passive. A second, independent program attached after parity on the
 //! same hook (the `parity-testcount` fixture) still sees the traffic, and traffic still flows.
+#![cfg(feature = "ebpf")]
 
 #[path = "ebpf_support/mod.rs"]
 mod support;
@@ -41,7 +42,7 @@ async fn tc_program_after_parity_still_sees_the_packets() {
     if !support::privileged("tc_program_after_parity_still_sees_the_packets") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().unwrap();
@@ -110,7 +111,7 @@ async fn cgroup_program_beside_parity_still_sees_the_packets_and_traffic_flows()
     {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().unwrap();

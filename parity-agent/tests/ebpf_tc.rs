@@ -1,5 +1,6 @@
 //! Privileged: the `tc` engine on `lo` captures each segment exactly once, whole (GSO
 //! super-packets included), IPv4 and IPv6, SYN and FIN, and nothing but its targets.
+#![cfg(feature = "ebpf")]
 
 #[path = "ebpf_support/mod.rs"]
 mod support;
@@ -79,7 +80,7 @@ async fn tc_on_lo_captures_every_segment_once_ipv4_and_ipv6() {
     if !support::privileged("tc_on_lo_captures_every_segment_once_ipv4_and_ipv6") {
         return;
     }
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     support::init_tracing();
 
     let l4 = TcpListener::bind("127.0.0.1:0").await.expect("bind v4");
@@ -165,4 +166,51 @@ async fn tc_on_lo_captures_every_segment_once_ipv4_and_ipv6() {
     );
     capture.detach();
     support::assert_nothing_left("after detach");
+}
+
+fn conn_seen(segments: &[Segment], client: SocketAddr) -> bool {
+    segments
+        .iter()
+        .any(|s| support::same(s.src, client) || support::same(s.dst, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_targets_replaces_what_is_captured() {
+    if !support::privileged("set_targets_replaces_what_is_captured") {
+        return;
+    }
+    let _serial = support::serial().await;
+    support::init_tracing();
+    let la = TcpListener::bind("127.0.0.1:0").await.expect("bind a");
+    let lb = TcpListener::bind("127.0.0.1:0").await.expect("bind b");
+    let (a, b) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    tokio::spawn(support::serve(la, response_len));
+    tokio::spawn(support::serve(lb, response_len));
+
+    let cfg = support::tc_config(&["lo"], vec![ServerAddr::Exact(a)]);
+    let mut capture = LiveCapture::start(&cfg, &support::limits(8 << 20)).expect("start");
+    let request = support::pattern(500, 1);
+    let (ca1, _) = support::exchange(a, &request).await;
+    let (cb1, _) = support::exchange(b, &request).await;
+    let first = support::collect(&mut capture, Duration::from_secs(1), |_| false).await;
+    assert!(conn_seen(&first, ca1), "target a captured");
+    assert!(!conn_seen(&first, cb1), "b is not a target yet");
+
+    capture
+        .set_targets(&[ServerAddr::Port(b.port())])
+        .expect("set_targets");
+    let (ca2, _) = support::exchange(a, &request).await;
+    let (cb2, _) = support::exchange(b, &request).await;
+    let second = support::collect(&mut capture, Duration::from_secs(1), |_| false).await;
+    assert!(conn_seen(&second, cb2), "new target b captured");
+    assert!(!conn_seen(&second, ca2), "a is no longer a target");
+
+    // An empty list is refused and the previous targets stay.
+    assert!(capture.set_targets(&[]).is_err());
+    let (cb3, _) = support::exchange(b, &request).await;
+    let third = support::collect(&mut capture, Duration::from_secs(1), |_| false).await;
+    assert!(
+        conn_seen(&third, cb3),
+        "b still captured after a refused reload"
+    );
 }

@@ -169,7 +169,7 @@ const _: () = {
     assert!(RECORD_HEADER_BYTES == 88);
     assert!(core::mem::align_of::<RecordHeader>() == 8);
     // The ring buffer hands out 8-byte aligned records; the payload starts right after the header.
-    assert!(RECORD_HEADER_BYTES % 8 == 0);
+    assert!(RECORD_HEADER_BYTES.is_multiple_of(8));
     assert!(core::mem::offset_of!(RecordHeader, saddr) == 24);
     assert!(core::mem::offset_of!(RecordHeader, sport) == 56);
     assert!(core::mem::offset_of!(RecordHeader, seq) == 60);
@@ -406,4 +406,44 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::SenderMark {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bits_set_and_test_every_word_boundary() {
+        let mut bits = PortBits::EMPTY;
+        for port in [0u16, 63, 64, 65535, 8080] {
+            assert!(!PortBits::test(&bits.any, port));
+            bits.set(port, port == 8080);
+            assert!(PortBits::test(&bits.any, port));
+        }
+        assert!(PortBits::test(&bits.wildcard, 8080));
+        assert!(!PortBits::test(&bits.wildcard, 64));
+        assert!(!PortBits::test(&bits.any, 65534));
+        assert_eq!(PortBits::position(65535), (1023, 1 << 63));
+    }
+
+    #[test]
+    fn hooks_round_trip_and_know_their_direction() {
+        for v in 0..=255u8 {
+            match Hook::from_u8(v) {
+                Some(h) => {
+                    assert_eq!(h as u8, v);
+                    assert_eq!(h.is_egress(), v % 2 == 1, "{}", h.name());
+                }
+                None => assert!(v > 3),
+            }
+        }
+    }
+
+    #[test]
+    fn loss_reason_names_are_unique_and_indexed_in_order() {
+        for (i, r) in LossReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(LossReason::ALL[..i].iter().all(|o| o.name() != r.name()));
+        }
+    }
 }

@@ -1,6 +1,9 @@
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
+// Map helpers take pointers to keys and values; passing them by value would copy them onto the
+// 512-byte BPF stack first.
+#![allow(clippy::needless_borrows_for_generic_args)]
 //! parity's eBPF programs: copy the TCP payload of target flows into a ring buffer.
 //!
 //! Two attach kinds produce one record format (`parity_common::RecordHeader` + payload chunk):

@@ -305,15 +305,13 @@ fn ipv6(
             _ => return Ok(None),
         }
     }
-    if !found {
-        if next != IPPROTO_TCP {
-            return if matches!(next, 0 | 43 | 44 | 51 | 60) {
-                // Deeper than parity walks: it may be TCP of a target flow; count it.
-                Err(LossReason::Parse)
-            } else {
-                Ok(None)
-            };
-        }
+    if !found && next != IPPROTO_TCP {
+        return if matches!(next, 0 | 43 | 44 | 51 | 60) {
+            // Deeper than parity walks: it may be TCP of a target flow; count it.
+            Err(LossReason::Parse)
+        } else {
+            Ok(None)
+        };
     }
     // Source and destination addresses are contiguous in the header and in the key.
     // SAFETY: saddr and daddr are the key's first 32 bytes; the helper writes exactly 32.

@@ -509,7 +509,7 @@ fn write_targets(ebpf: &mut Ebpf, old: &TargetSet, new: &TargetSet) -> Result<()
     {
         let mut ports: Array<&mut MapData, PortBits> = map_mut(ebpf, MAP_PORTS)?;
         ports
-            .set(0, &*new.ports, 0)
+            .set(0, new.ports.as_ref(), 0)
             .map_err(|e| classify("writing parity_ports", e))?;
     }
     let keep: HashSet<&TargetKey> = new.keys.iter().collect();

@@ -9,7 +9,6 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use parity_agent::capture::ebpf::LiveCapture;
@@ -30,12 +29,17 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
-static LOCK: Mutex<()> = Mutex::new(());
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One capture test at a time per test binary: the "nothing attached" checks look at the
-/// whole host.
-pub fn serial() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// whole host. (An async lock: each test holds it across its awaits, on its own runtime.)
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.lock().await
+}
+
+/// [`serial`] for tests without a runtime.
+pub fn serial_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.blocking_lock()
 }
 
 /// Log to the test output (aya-log and aya's own `log` records bridged into tracing).

@@ -154,7 +154,10 @@ fn is_cgroup2(path: &Path) -> bool {
     // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
-    r == 0 && i64::from(st.f_type) == CGROUP2_SUPER_MAGIC
+    // `f_type` is i64 on 64-bit Linux targets and narrower on some 32-bit ones.
+    #[allow(clippy::useless_conversion)]
+    let f_type = i64::from(st.f_type);
+    r == 0 && f_type == CGROUP2_SUPER_MAGIC
 }
 
 /// Nanoseconds of `clock` (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`, or CLOCK_REALTIME).
