@@ -76,6 +76,36 @@ pub mod tcp {
 /// `chunk_offset + chunk_len` to `payload_len` are missing.
 pub const RECORD_TRUNCATED: u8 = 0x01;
 
+/// An IP address as records and keys hold it: IPv6, or IPv4 as IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`), as four `u32` words holding the 16 address bytes in memory order
+/// (network byte order; read them with [`addr_bytes`]). Words rather than bytes so the kernel
+/// side copies and compares addresses with 4-byte moves instead of byte loops.
+pub type Addr = [u32; 4];
+
+/// The 16 network-order bytes of an [`Addr`].
+pub const fn addr_bytes(a: Addr) -> [u8; 16] {
+    let (w0, w1, w2, w3) = (
+        a[0].to_ne_bytes(),
+        a[1].to_ne_bytes(),
+        a[2].to_ne_bytes(),
+        a[3].to_ne_bytes(),
+    );
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
+}
+
+/// The [`Addr`] of 16 network-order address bytes.
+pub const fn addr_from_bytes(b: [u8; 16]) -> Addr {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
 /// Where a record was taken. The low bit is the direction: 0 ingress, 1 egress.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,10 +162,10 @@ pub struct RecordHeader {
     pub cgroup_id: u64,
     /// Socket cookie of that socket, 0 when none.
     pub socket_cookie: u64,
-    /// Source address: IPv6 bytes, or IPv4 as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
-    pub saddr: [u8; 16],
+    /// Source address ([`Addr`]: IPv6, or IPv4 as IPv4-mapped IPv6 `::ffff:a.b.c.d`).
+    pub saddr: Addr,
     /// Destination address, same encoding.
-    pub daddr: [u8; 16],
+    pub daddr: Addr,
     /// Source port.
     pub sport: u16,
     /// Destination port.
@@ -184,8 +214,8 @@ const _: () = {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct TargetKey {
-    /// IPv6 bytes, or IPv4 as IPv4-mapped IPv6 (the same encoding as records).
-    pub addr: [u8; 16],
+    /// The address ([`Addr`], the same encoding as records).
+    pub addr: Addr,
     /// Port, host byte order.
     pub port: u16,
     /// Zero.
@@ -194,7 +224,7 @@ pub struct TargetKey {
 
 const _: () = {
     assert!(core::mem::size_of::<TargetKey>() == 20);
-    assert!(core::mem::align_of::<TargetKey>() == 2);
+    assert!(core::mem::align_of::<TargetKey>() == 4);
 };
 
 /// Words in one port bitmap (65536 ports / 64).
@@ -259,10 +289,10 @@ const _: () = {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct SeenKey {
-    /// Source address (record encoding).
-    pub saddr: [u8; 16],
+    /// Source address ([`Addr`]).
+    pub saddr: Addr,
     /// Destination address.
-    pub daddr: [u8; 16],
+    pub daddr: Addr,
     /// Source port.
     pub sport: u16,
     /// Destination port.
@@ -276,7 +306,9 @@ pub struct SeenKey {
     /// TCP flags.
     pub tcp_flags: u8,
     /// Zero.
-    pub pad: [u8; 3],
+    pub pad8: u8,
+    /// Zero.
+    pub pad16: u16,
 }
 
 const _: () = {
@@ -288,10 +320,10 @@ const _: () = {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
-    /// Sender address (record encoding).
-    pub saddr: [u8; 16],
+    /// Sender address ([`Addr`]).
+    pub saddr: Addr,
     /// Receiver address.
-    pub daddr: [u8; 16],
+    pub daddr: Addr,
     /// Sender port.
     pub sport: u16,
     /// Receiver port.
@@ -333,8 +365,11 @@ pub const DEDUPE_PACKETS: u32 = 2;
 pub struct Settings {
     /// [`DEDUPE_NONE`], [`DEDUPE_SENDERS`] or [`DEDUPE_PACKETS`].
     pub dedupe: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Wake the agent only once this many bytes wait in the ring (0: on every record). Waking
+    /// per record costs a wakeup in the kernel and an epoll round trip in the agent for every
+    /// ~100-byte request; the agent also polls on a short timer, so a quiet ring is still
+    /// drained.
+    pub wakeup_bytes: u32,
 }
 
 const _: () = {
@@ -424,6 +459,14 @@ mod tests {
         assert!(!PortBits::test(&bits.wildcard, 64));
         assert!(!PortBits::test(&bits.any, 65534));
         assert_eq!(PortBits::position(65535), (1023, 1 << 63));
+    }
+
+    #[test]
+    fn addresses_round_trip_through_words() {
+        let b: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+        assert_eq!(addr_bytes(addr_from_bytes(b)), b);
+        // Word 2 of an IPv4-mapped address holds the bytes 00 00 ff ff.
+        assert_eq!(addr_from_bytes(b)[2].to_ne_bytes(), [0, 0, 0xff, 0xff]);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use core::{arch::asm, ffi::c_void, ptr::addr_of_mut};
 
 use aya_ebpf::{
-    bindings::__sk_buff,
+    bindings::{__sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{
         bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_loop,
         bpf_skb_cgroup_id, bpf_skb_load_bytes,
@@ -23,7 +23,7 @@ use parity_common::{
 
 use crate::{
     bounds,
-    maps::{Chunk, Scratch, EVENTS, LOG_PENDING, LOSS, SCRATCH},
+    maps::{Chunk, Scratch, CONFIG, EVENTS, LOG_PENDING, LOSS, SCRATCH},
     packet::Packet,
 };
 
@@ -83,6 +83,23 @@ unsafe fn atomic_add(p: *mut u64, n: u64) {
     }
 }
 
+/// Ring-buffer notification flags for a record: wake the agent only when at least
+/// `wakeup_bytes` wait to be read (see `Settings::wakeup_bytes`).
+#[inline(always)]
+fn wake_flags(wakeup_bytes: u32) -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(wakeup_bytes) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// The configured wakeup threshold.
+#[inline(always)]
+fn wakeup_bytes() -> u32 {
+    CONFIG.get(0).map_or(0, |s| s.wakeup_bytes)
+}
+
 /// State shared with the chunk loop's callback (lives on the program's stack).
 #[repr(C)]
 struct LoopCtx {
@@ -92,7 +109,8 @@ struct LoopCtx {
     total: u32,
     /// Set when a chunk could not be written.
     failed: u32,
-    pad: u32,
+    /// `Settings::wakeup_bytes`.
+    wakeup_bytes: u32,
 }
 
 /// Write `p` as records. Returns true when every byte of the packet was written (only then may
@@ -109,32 +127,32 @@ pub fn packet(skb: *mut __sk_buff, p: &Packet, hook: Hook) -> bool {
         return false;
     };
     // SAFETY: `scratch` is this CPU's Scratch; helpers valid for TC and cgroup_skb programs;
-    // context field reads.
+    // context field reads. Fields are stored one by one: a struct literal would be built on the
+    // stack and copied with a byte loop.
     unsafe {
         let base = addr_of_mut!((*scratch).base);
-        base.write(RecordHeader {
-            ts_ns: bpf_ktime_get_ns(),
-            cgroup_id: bpf_skb_cgroup_id(skb),
-            socket_cookie: bpf_get_socket_cookie(skb as *mut c_void),
-            saddr: p.key.saddr,
-            daddr: p.key.daddr,
-            sport: p.key.sport,
-            dport: p.key.dport,
-            seq: p.key.seq,
-            ack: p.key.ack,
-            payload_len: p.key.payload_len,
-            chunk_offset: 0,
-            chunk_len: 0,
-            ifindex: (*skb).ifindex,
-            tcp_flags: p.key.tcp_flags,
-            hook: hook as u8,
-            ip_version: p.ip_version,
-            record_flags: 0,
-        });
+        (*base).ts_ns = bpf_ktime_get_ns();
+        (*base).cgroup_id = bpf_skb_cgroup_id(skb);
+        (*base).socket_cookie = bpf_get_socket_cookie(skb as *mut c_void);
+        (*base).saddr = p.key.saddr;
+        (*base).daddr = p.key.daddr;
+        (*base).sport = p.key.sport;
+        (*base).dport = p.key.dport;
+        (*base).seq = p.key.seq;
+        (*base).ack = p.key.ack;
+        (*base).payload_len = p.key.payload_len;
+        (*base).chunk_offset = 0;
+        (*base).chunk_len = 0;
+        (*base).ifindex = (*skb).ifindex;
+        (*base).tcp_flags = p.key.tcp_flags;
+        (*base).hook = hook as u8;
+        (*base).ip_version = p.ip_version;
+        (*base).record_flags = 0;
     }
     let total = p.key.payload_len;
+    let wakeup = wakeup_bytes();
     if total == 0 {
-        return header_only(scratch);
+        return header_only(scratch, wakeup);
     }
     let chunks = total.div_ceil(CHUNK_BYTES);
     let mut ctx = LoopCtx {
@@ -143,7 +161,7 @@ pub fn packet(skb: *mut __sk_buff, p: &Packet, hook: Hook) -> bool {
         payload_off: p.payload_off,
         total,
         failed: 0,
-        pad: 0,
+        wakeup_bytes: wakeup,
     };
     // SAFETY: the callback has the signature bpf_loop expects and only uses `ctx` as LoopCtx.
     let ran = unsafe {
@@ -187,9 +205,16 @@ unsafe extern "C" fn chunk_callback(index: u64, ctx: *mut c_void) -> i64 {
     };
     let skb_off = ctx.payload_off.wrapping_add(off);
     let ok = if remaining >= CHUNK_BYTES {
-        full_chunk(ctx.skb, ctx.scratch, skb_off, off, flags)
+        full_chunk(ctx.skb, ctx.scratch, skb_off, off, flags, ctx.wakeup_bytes)
     } else {
-        tail_chunk(ctx.skb, ctx.scratch, skb_off, off, remaining)
+        tail_chunk(
+            ctx.skb,
+            ctx.scratch,
+            skb_off,
+            off,
+            remaining,
+            ctx.wakeup_bytes,
+        )
     };
     if !ok {
         ctx.failed = 1;
@@ -197,16 +222,33 @@ unsafe extern "C" fn chunk_callback(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Copy a record header as 11 volatile 8-byte moves. A plain struct copy between two map
+/// pointers becomes a call to a byte-by-byte `memmove` on BPF (LLVM cannot prove they do not
+/// overlap, and volatile keeps it from turning the loop back into one).
+///
+/// # Safety
+/// Both pointers valid for a RecordHeader and 8-byte aligned.
+#[inline(always)]
+unsafe fn copy_header(dst: *mut RecordHeader, src: *const RecordHeader) {
+    const WORDS: usize = RECORD_HEADER_BYTES / 8;
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..WORDS {
+        // SAFETY: i < WORDS, within both headers, per the caller.
+        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+    }
+}
+
 /// A record without payload (SYN, FIN or RST alone): the template itself.
 #[inline(always)]
-fn header_only(scratch: *mut Scratch) -> bool {
+fn header_only(scratch: *mut Scratch, wakeup_bytes: u32) -> bool {
     let Some(mut entry) = EVENTS.reserve::<RecordHeader>(0) else {
         count(LossReason::RingbufFull, 1);
         return false;
     };
-    // SAFETY: `scratch` is this CPU's Scratch, its header written by `packet`.
-    entry.write(unsafe { *addr_of_mut!((*scratch).base) });
-    entry.submit(0);
+    // SAFETY: `scratch` is this CPU's Scratch, its header written by `packet`; the entry is a
+    // live reservation of a RecordHeader.
+    unsafe { copy_header(entry.as_mut_ptr(), addr_of_mut!((*scratch).base)) };
+    entry.submit(wake_flags(wakeup_bytes));
     true
 }
 
@@ -218,6 +260,7 @@ fn full_chunk(
     skb_off: u32,
     chunk_off: u32,
     record_flags: u8,
+    wakeup_bytes: u32,
 ) -> bool {
     let Some(mut entry) = EVENTS.reserve::<Chunk>(0) else {
         count(LossReason::RingbufFull, 1);
@@ -228,7 +271,7 @@ fn full_chunk(
     // Scratch; the helper writes CHUNK_BYTES into `data`, which is exactly that long.
     let loaded = unsafe {
         let hdr = addr_of_mut!((*rec).hdr);
-        hdr.write(*addr_of_mut!((*scratch).base));
+        copy_header(hdr, addr_of_mut!((*scratch).base));
         (*hdr).chunk_offset = chunk_off;
         (*hdr).chunk_len = CHUNK_BYTES;
         (*hdr).record_flags = record_flags;
@@ -244,7 +287,7 @@ fn full_chunk(
         count(LossReason::LoadBytes, 1);
         return false;
     }
-    entry.submit(0);
+    entry.submit(wake_flags(wakeup_bytes));
     true
 }
 
@@ -257,6 +300,7 @@ fn tail_chunk(
     skb_off: u32,
     chunk_off: u32,
     len: u32,
+    wakeup_bytes: u32,
 ) -> bool {
     // The caller guarantees 1 <= len < CHUNK_BYTES; the clamp restates it for the verifier.
     let len = bounds::len_1_to::<CHUNK_BYTES>(len);
@@ -265,7 +309,7 @@ fn tail_chunk(
     unsafe {
         let tail = addr_of_mut!((*scratch).tail);
         let hdr = addr_of_mut!((*tail).hdr);
-        hdr.write(*addr_of_mut!((*scratch).base));
+        copy_header(hdr, addr_of_mut!((*scratch).base));
         (*hdr).chunk_offset = chunk_off;
         (*hdr).chunk_len = len;
         let loaded = bpf_skb_load_bytes(
@@ -280,7 +324,10 @@ fn tail_chunk(
         }
         let bytes =
             core::slice::from_raw_parts(tail as *const u8, RECORD_HEADER_BYTES + len as usize);
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        if EVENTS
+            .output::<[u8]>(bytes, wake_flags(wakeup_bytes))
+            .is_err()
+        {
             count(LossReason::RingbufFull, 1);
             return false;
         }

@@ -108,15 +108,14 @@ fn capture(skb: *mut __sk_buff, l3: u32, hook: Hook) {
 /// pending); false for the common early exits.
 #[inline(always)]
 fn capture_packet(skb: *mut __sk_buff, l3: u32, hook: Hook) -> bool {
-    let mut p = packet::Packet::empty();
-    match packet::parse(skb, l3, &mut p) {
+    let p = match packet::parse(skb, l3) {
         Parsed::Ignore => return false,
         Parsed::Lost(reason) => {
             emit::count(reason, 1);
             return true;
         }
-        Parsed::Target => {}
-    }
+        Parsed::Target(p) => p,
+    };
     let dedupe = CONFIG.get(0).map_or(DEDUPE_NONE, |s| s.dedupe);
     // Senders are marked before the pure-ACK filter: an ACK is often a flow's first packet.
     if dedupe == DEDUPE_SENDERS && !sender_dedupe(&p, hook) {

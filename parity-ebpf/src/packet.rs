@@ -6,13 +6,12 @@
 //! relative to `skb->data`, where the network header starts at `l3` (14 on Ethernet-framed TC
 //! hooks, 0 on link-header-less TC hooks and on cgroup_skb). Lengths come from the IP header;
 //! BIG TCP / jumbo packets carry 0 there and use `skb->len` instead. Headers are read as
-//! word-sized fields and addresses are written straight into the packet's key, which keeps the
-//! program's 512-byte stack small.
+//! word-sized fields (byte arrays make LLVM emit byte-loop `memset`/`memcpy` calls in BPF).
 
-use core::{ffi::c_void, mem::MaybeUninit, ptr::addr_of_mut};
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{bindings::__sk_buff, helpers::generated::bpf_skb_load_bytes};
-use parity_common::{LossReason, PortBits, SeenKey, TargetKey, PORT_WORDS};
+use parity_common::{Addr, LossReason, PortBits, SeenKey, TargetKey, PORT_WORDS};
 
 use crate::{
     bounds,
@@ -37,35 +36,14 @@ pub struct Packet {
     pub payload_off: u32,
 }
 
-impl Packet {
-    /// An all-zero packet for [`parse`] to fill.
-    pub const fn empty() -> Packet {
-        Packet {
-            key: SeenKey {
-                saddr: [0; 16],
-                daddr: [0; 16],
-                sport: 0,
-                dport: 0,
-                seq: 0,
-                ack: 0,
-                payload_len: 0,
-                tcp_flags: 0,
-                pad: [0; 3],
-            },
-            ip_version: 0,
-            payload_off: 0,
-        }
-    }
-}
-
 /// What parsing decided.
 pub enum Parsed {
     /// Not TCP, not a target, or not parseable and not attributable to a target.
     Ignore,
     /// A target packet (or possibly one) that cannot be captured: count it.
     Lost(LossReason),
-    /// Capture it (the packet was filled in).
-    Target,
+    /// Capture it.
+    Target(Packet),
 }
 
 #[repr(C)]
@@ -138,7 +116,7 @@ fn bit(words: &[u64; PORT_WORDS], port: u32) -> bool {
 
 /// Is either end of the flow a target?
 #[inline(always)]
-fn is_target(key: &SeenKey, sport: u32, dport: u32) -> bool {
+fn is_target(saddr: &Addr, sport: u32, daddr: &Addr, dport: u32) -> bool {
     let Some(bits) = PORTS.get(0) else {
         return false;
     };
@@ -151,11 +129,11 @@ fn is_target(key: &SeenKey, sport: u32, dport: u32) -> bool {
     if (d_any && bit(&bits.wildcard, dport)) || (s_any && bit(&bits.wildcard, sport)) {
         return true;
     }
-    (d_any && exact(&key.daddr, dport)) || (s_any && exact(&key.saddr, sport))
+    (d_any && exact(daddr, dport)) || (s_any && exact(saddr, sport))
 }
 
 #[inline(always)]
-fn exact(addr: &[u8; 16], port: u32) -> bool {
+fn exact(addr: &Addr, port: u32) -> bool {
     let key = TargetKey {
         addr: *addr,
         port: port as u16,
@@ -164,8 +142,10 @@ fn exact(addr: &[u8; 16], port: u32) -> bool {
     TARGETS.get_ptr(&key).is_some()
 }
 
-/// Network-layer facts both IP versions produce (addresses go straight into the key).
+/// Network-layer facts both IP versions produce.
 struct L3 {
+    saddr: Addr,
+    daddr: Addr,
     /// Offset of the network header from `skb->data`.
     net_off: u32,
     /// Offset of the TCP header from `skb->data`.
@@ -177,30 +157,25 @@ struct L3 {
     version: u8,
 }
 
-/// Parse the packet at `skb`, whose network header is `l3` bytes into `skb->data`, into `pkt`.
+/// Parse the packet at `skb`, whose network header is `l3` bytes into `skb->data`.
 #[inline(always)]
-pub fn parse(skb: *mut __sk_buff, l3: u32, pkt: &mut Packet) -> Parsed {
+pub fn parse(skb: *mut __sk_buff, l3: u32) -> Parsed {
     // SAFETY: reading context fields the program type may read.
     let (proto, skb_len) = unsafe { (u32::from_be((*skb).protocol) >> 16, (*skb).len) };
     let net = match proto {
-        ETH_P_IP => ipv4(skb, l3, skb_len, &mut pkt.key),
-        ETH_P_IPV6 => ipv6(skb, l3, skb_len, &mut pkt.key),
+        ETH_P_IP => ipv4(skb, l3, skb_len),
+        ETH_P_IPV6 => ipv6(skb, l3, skb_len),
         _ => return Parsed::Ignore,
     };
     match net {
-        Ok(Some(net)) => tcp(skb, &net, pkt),
+        Ok(Some(net)) => tcp(skb, &net),
         Ok(None) => Parsed::Ignore,
         Err(reason) => Parsed::Lost(reason),
     }
 }
 
 #[inline(always)]
-fn ipv4(
-    skb: *mut __sk_buff,
-    l3: u32,
-    skb_len: u32,
-    key: &mut SeenKey,
-) -> Result<Option<L3>, LossReason> {
+fn ipv4(skb: *mut __sk_buff, l3: u32, skb_len: u32) -> Result<Option<L3>, LossReason> {
     let Some(ip) = load::<Ipv4Hdr>(skb, l3) else {
         return Ok(None);
     };
@@ -223,16 +198,9 @@ fn ipv4(
     } else {
         tot_len
     };
-    // SAFETY: saddr/daddr are 16-byte arrays at 4-aligned offsets of the 4-aligned key.
-    unsafe {
-        addr_of_mut!(key.saddr)
-            .cast::<[u32; 4]>()
-            .write([0, 0, MAPPED_WORD, ip.saddr]);
-        addr_of_mut!(key.daddr)
-            .cast::<[u32; 4]>()
-            .write([0, 0, MAPPED_WORD, ip.daddr]);
-    }
     Ok(Some(L3 {
+        saddr: [0, 0, MAPPED_WORD, ip.saddr],
+        daddr: [0, 0, MAPPED_WORD, ip.daddr],
         net_off: l3,
         tcp_off: l3 + ihl,
         total,
@@ -242,12 +210,7 @@ fn ipv4(
 }
 
 #[inline(always)]
-fn ipv6(
-    skb: *mut __sk_buff,
-    l3: u32,
-    skb_len: u32,
-    key: &mut SeenKey,
-) -> Result<Option<L3>, LossReason> {
+fn ipv6(skb: *mut __sk_buff, l3: u32, skb_len: u32) -> Result<Option<L3>, LossReason> {
     let Some(ip) = load::<Ipv6Fixed>(skb, l3) else {
         return Ok(None);
     };
@@ -313,20 +276,13 @@ fn ipv6(
             Ok(None)
         };
     }
-    // Source and destination addresses are contiguous in the header and in the key.
-    // SAFETY: saddr and daddr are the key's first 32 bytes; the helper writes exactly 32.
-    let r = unsafe {
-        bpf_skb_load_bytes(
-            skb as *const c_void,
-            l3 + 8,
-            addr_of_mut!(key.saddr) as *mut c_void,
-            32,
-        )
-    };
-    if r != 0 {
+    // Source and destination addresses follow the fixed header's first 8 bytes.
+    let Some([saddr, daddr]) = load::<[Addr; 2]>(skb, l3 + 8) else {
         return Ok(None);
-    }
+    };
     Ok(Some(L3 {
+        saddr,
+        daddr,
         net_off: l3,
         tcp_off: off,
         total,
@@ -336,14 +292,15 @@ fn ipv6(
 }
 
 #[inline(always)]
-fn tcp(skb: *mut __sk_buff, l3: &L3, pkt: &mut Packet) -> Parsed {
+fn tcp(skb: *mut __sk_buff, l3: &L3) -> Parsed {
     let Some(th) = load::<TcpHdr>(skb, l3.tcp_off) else {
         // Too short for a TCP header: count it only if the ports say it is a target.
         return match load::<[u16; 2]>(skb, l3.tcp_off) {
             Some(p)
                 if is_target(
-                    &pkt.key,
+                    &l3.saddr,
                     u32::from(u16::from_be(p[0])),
+                    &l3.daddr,
                     u32::from(u16::from_be(p[1])),
                 ) =>
             {
@@ -354,7 +311,7 @@ fn tcp(skb: *mut __sk_buff, l3: &L3, pkt: &mut Packet) -> Parsed {
     };
     let sport = u16::from_be(th.source);
     let dport = u16::from_be(th.dest);
-    if !is_target(&pkt.key, u32::from(sport), u32::from(dport)) {
+    if !is_target(&l3.saddr, u32::from(sport), &l3.daddr, u32::from(dport)) {
         return Parsed::Ignore;
     }
     if l3.fragment {
@@ -366,13 +323,20 @@ fn tcp(skb: *mut __sk_buff, l3: &L3, pkt: &mut Packet) -> Parsed {
     if doff < 20 || headers > l3.total {
         return Parsed::Lost(LossReason::Parse);
     }
-    pkt.key.sport = sport;
-    pkt.key.dport = dport;
-    pkt.key.seq = u32::from_be(th.seq);
-    pkt.key.ack = u32::from_be(th.ack_seq);
-    pkt.key.payload_len = l3.total - headers;
-    pkt.key.tcp_flags = th.flags;
-    pkt.ip_version = l3.version;
-    pkt.payload_off = l3.tcp_off + doff;
-    Parsed::Target
+    Parsed::Target(Packet {
+        key: SeenKey {
+            saddr: l3.saddr,
+            daddr: l3.daddr,
+            sport,
+            dport,
+            seq: u32::from_be(th.seq),
+            ack: u32::from_be(th.ack_seq),
+            payload_len: l3.total - headers,
+            tcp_flags: th.flags,
+            pad8: 0,
+            pad16: 0,
+        },
+        ip_version: l3.version,
+        payload_off: l3.tcp_off + doff,
+    })
 }

@@ -121,6 +121,10 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 pub const MIN_RING_BYTES: u64 = 64 * 1024;
 /// Largest ring buffer parity creates.
 pub const MAX_RING_BYTES: u64 = 1 << 30;
+/// The kernel wakes the agent once this fraction of the ring holds records.
+pub const WAKEUP_FRACTION: u64 = 16;
+/// A ring with fewer records than wake the agent is drained this often.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Records drained per [`LiveCapture::next_batch`] call at most, so one call never monopolises
 /// the caller while the kernel keeps writing.
 pub const MAX_BATCH_RECORDS: usize = 4096;
@@ -251,7 +255,8 @@ pub struct LiveCapture {
 impl LiveCapture {
     /// Load the programs, fill the target filter and attach as `cfg` says. The ring buffer is
     /// `limits.ring_buffer_bytes` rounded up to a power-of-two number of pages (at least
-    /// [`MIN_RING_BYTES`], at most [`MAX_RING_BYTES`]). Must run inside a Tokio runtime.
+    /// [`MIN_RING_BYTES`], at most [`MAX_RING_BYTES`]). Must run inside a Tokio runtime with
+    /// I/O and time enabled.
     pub fn start(cfg: &CaptureConfig, limits: &Limits) -> Result<LiveCapture, LiveError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(LiveError::NoRuntime);
@@ -285,7 +290,7 @@ impl LiveCapture {
 
         let settings = Settings {
             dedupe: plan.dedupe(),
-            pad: 0,
+            wakeup_bytes: u32::try_from(ring_bytes / WAKEUP_FRACTION).unwrap_or(u32::MAX),
         };
         let mut config: Array<&mut MapData, Settings> = map_mut(&mut ebpf, MAP_CONFIG)?;
         config
@@ -331,10 +336,15 @@ impl LiveCapture {
     /// Wait until records are available, then append up to [`MAX_BATCH_RECORDS`] of them to
     /// `out` as segments (one per record, in ring order). Cancel-safe: records are only taken
     /// from the ring synchronously, after the wait.
+    ///
+    /// The kernel wakes this side only once `1/WAKEUP_FRACTION` of the ring is filled (waking
+    /// per record would cost an epoll round trip per small request); a quieter ring is drained
+    /// every [`POLL_INTERVAL`], which bounds the added latency.
     pub async fn next_batch(&mut self, out: &mut Vec<Segment>) -> Result<(), LiveError> {
         loop {
             let logs = self.logs.as_mut();
             tokio::select! {
+                biased;
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| LiveError::Io {
                         what: "waiting on the eBPF ring buffer".to_string(),
@@ -349,6 +359,17 @@ impl LiveCapture {
                     if empty {
                         guard.clear_ready();
                     }
+                    if taken > 0 {
+                        return Ok(());
+                    }
+                }
+                () = tokio::time::sleep(POLL_INTERVAL) => {
+                    let (taken, _) = drain(
+                        self.ring.get_mut(),
+                        &mut self.decoder,
+                        &mut self.counters,
+                        out,
+                    );
                     if taken > 0 {
                         return Ok(());
                     }

@@ -16,7 +16,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
-use parity_common::{tcp, Hook, RecordHeader, CHUNK_BYTES, RECORD_HEADER_BYTES, RECORD_TRUNCATED};
+use parity_common::{
+    addr_bytes, tcp, Hook, RecordHeader, CHUNK_BYTES, RECORD_HEADER_BYTES, RECORD_TRUNCATED,
+};
 
 use crate::segment::{Nanos, Segment, TcpFlags};
 
@@ -75,11 +77,12 @@ impl Decoder {
         if Hook::from_u8(hdr.hook).is_none() {
             return Err(RecordError::Field);
         }
+        let (saddr, daddr) = (addr_bytes(hdr.saddr), addr_bytes(hdr.daddr));
         let (src_ip, dst_ip) = match hdr.ip_version {
-            4 => (ipv4(&hdr.saddr), ipv4(&hdr.daddr)),
+            4 => (ipv4(&saddr), ipv4(&daddr)),
             6 => (
-                IpAddr::V6(Ipv6Addr::from(hdr.saddr)),
-                IpAddr::V6(Ipv6Addr::from(hdr.daddr)),
+                IpAddr::V6(Ipv6Addr::from(saddr)),
+                IpAddr::V6(Ipv6Addr::from(daddr)),
             ),
             _ => return Err(RecordError::Field),
         };
@@ -153,6 +156,7 @@ fn ipv4(mapped: &[u8; 16]) -> IpAddr {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use parity_common::addr_from_bytes;
     use proptest::prelude::*;
 
     /// A record's bytes, as the kernel writes them.
@@ -185,8 +189,8 @@ pub(super) mod tests {
             ts_ns: 1_000,
             cgroup_id: 7,
             socket_cookie: 9,
-            saddr,
-            daddr,
+            saddr: addr_from_bytes(saddr),
+            daddr: addr_from_bytes(daddr),
             sport: 40000,
             dport: 8080,
             seq: 1000,
@@ -261,8 +265,8 @@ pub(super) mod tests {
         let mut d = Decoder::new(0);
         let mut h = header(0, 0, 0, tcp::SYN);
         h.ip_version = 6;
-        h.saddr = Ipv6Addr::LOCALHOST.octets();
-        h.daddr = Ipv6Addr::LOCALHOST.octets();
+        h.saddr = addr_from_bytes(Ipv6Addr::LOCALHOST.octets());
+        h.daddr = addr_from_bytes(Ipv6Addr::LOCALHOST.octets());
         let seg = decode(&mut d, &record(&h, &[]));
         assert_eq!(seg.src, "[::1]:40000".parse::<SocketAddr>().unwrap());
         assert!(seg.flags.syn());

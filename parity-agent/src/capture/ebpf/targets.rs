@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use parity_common::{PortBits, TargetKey, MAX_TARGETS};
+use parity_common::{addr_from_bytes, Addr, PortBits, TargetKey, MAX_TARGETS};
 
 use super::LiveError;
 use crate::config::ServerAddr;
@@ -55,18 +55,18 @@ impl TargetSet {
 /// The exact-map key of a server address.
 pub(super) fn key(addr: &SocketAddr) -> TargetKey {
     TargetKey {
-        addr: ip_bytes(addr.ip()),
+        addr: ip_addr(addr.ip()),
         port: addr.port(),
         pad: 0,
     }
 }
 
-/// IPv6 bytes, IPv4 as IPv4-mapped IPv6 (the record and key encoding).
-pub(super) fn ip_bytes(ip: IpAddr) -> [u8; 16] {
-    match ip {
+/// The record and key encoding of an address: IPv6, IPv4 as IPv4-mapped IPv6, as words.
+pub(super) fn ip_addr(ip: IpAddr) -> Addr {
+    addr_from_bytes(match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -89,8 +89,9 @@ mod tests {
             };
         assert_eq!(set.keys.len(), 1);
         let k = set.keys[0];
-        assert_eq!(&k.addr[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
-        assert_eq!(&k.addr[12..], &[127, 0, 0, 1]);
+        let bytes = parity_common::addr_bytes(k.addr);
+        assert_eq!(&bytes[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        assert_eq!(&bytes[12..], &[127, 0, 0, 1]);
         assert_eq!(k.port, 8080);
     }
 
@@ -112,7 +113,10 @@ mod tests {
         assert!(!PortBits::test(&set.ports.any, 80));
         assert!(!PortBits::test(&set.ports.any, 0));
         assert_eq!(set.keys.len(), 2);
-        assert_eq!(set.keys[0].addr, std::net::Ipv6Addr::LOCALHOST.octets());
+        assert_eq!(
+            parity_common::addr_bytes(set.keys[0].addr),
+            std::net::Ipv6Addr::LOCALHOST.octets()
+        );
     }
 
     #[test]
