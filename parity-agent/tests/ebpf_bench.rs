@@ -23,6 +23,8 @@ use parity_agent::capture::ebpf::{LiveCapture, LiveCounters};
 use parity_agent::config::{CaptureConfig, ServerAddr};
 
 const RUN_SECS: u64 = 10;
+
+static COUNTER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/parity-testcount"));
 const ROUNDS: usize = 3;
 
 struct Nginx {
@@ -231,6 +233,23 @@ fn wrk_nginx_on_lo_with_and_without_capture() {
     );
     // Per-program cost, in a separate pass: run-time stats add two clock reads per run.
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    // For scale: the trivial `parity-testcount` classifier (two header loads, a port compare, a
+    // per-CPU counter) on the same hook.
+    let mut floor = aya::Ebpf::load(COUNTER).expect("load parity-testcount");
+    {
+        let mut ports: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            aya::maps::Array::try_from(floor.map_mut("parity_tcport").expect("map"))
+                .expect("array");
+        ports.set(0, u32::from(ng.port), 0).expect("port");
+        let prog: &mut aya::programs::SchedClassifier = floor
+            .program_mut("parity_tcount")
+            .expect("program")
+            .try_into()
+            .expect("classifier");
+        prog.load().expect("load");
+        prog.attach("lo", aya::programs::TcAttachType::Egress)
+            .expect("attach");
+    }
     for (engine, cfg) in [
         ("tc", support::tc_config(&["lo"], target.clone())),
         ("cgroup", support::cgroup_config(None, target.clone())),
@@ -246,6 +265,7 @@ fn wrk_nginx_on_lo_with_and_without_capture() {
             }
         }
     }
+    drop(floor);
     drop(stats);
     for (engine, r) in &runs {
         let secs = r.wall.as_secs_f64();

@@ -154,6 +154,10 @@ pub fn packet(skb: *mut __sk_buff, p: &Packet, hook: Hook) -> bool {
     if total == 0 {
         return header_only(scratch, wakeup);
     }
+    if total < CHUNK_BYTES {
+        // The common case (requests, small responses): one record, no loop.
+        return tail_chunk(skb, scratch, p.payload_off, 0, total, wakeup);
+    }
     let chunks = total.div_ceil(CHUNK_BYTES);
     let mut ctx = LoopCtx {
         skb,

@@ -34,8 +34,8 @@
 //! | 0 | `ts_ns: u64` | `bpf_ktime_get_ns` (CLOCK_MONOTONIC) |
 //! | 8 | `cgroup_id: u64` | cgroup v2 id of the packet's socket, 0 without one |
 //! | 16 | `socket_cookie: u64` | socket cookie, 0 without a socket |
-//! | 24 | `saddr: [u8; 16]` | IPv6, or IPv4-mapped IPv6 |
-//! | 40 | `daddr: [u8; 16]` | |
+//! | 24 | `saddr: [u32; 4]` | IPv6, or IPv4-mapped IPv6; the 16 network-order bytes as four words (`parity_common::Addr`) |
+//! | 40 | `daddr: [u32; 4]` | |
 //! | 56 | `sport: u16`, 58 `dport: u16` | |
 //! | 60 | `seq: u32`, 64 `ack: u32` | of the packet |
 //! | 68 | `payload_len: u32` | the packet's whole payload |
@@ -802,6 +802,22 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compiles only if `next_batch`'s future can be awaited in a spawned task.
+    fn next_batch_future_is_send<'a>(
+        capture: &'a mut LiveCapture,
+        out: &'a mut Vec<Segment>,
+    ) -> impl std::future::Future<Output = Result<(), LiveError>> + Send + 'a {
+        capture.next_batch(out)
+    }
+
+    #[test]
+    fn live_capture_can_move_into_a_task() {
+        fn assert_send<T: Send>() {}
+        assert_send::<LiveCapture>();
+        assert_send::<LiveError>();
+        let _ = next_batch_future_is_send;
+    }
 
     #[test]
     fn ring_size_rounds_to_power_of_two_pages_within_bounds() {
