@@ -211,13 +211,11 @@ async fn sigkill_leaves_nothing_attached_and_a_second_start_captures_once() {
             );
         }
         let (client, response) = traffic.await.expect("traffic");
-        segments.extend(
-            support::collect(&mut capture, Duration::from_secs(10), |s| {
-                s.iter()
-                    .any(|x| x.flags.fin() && support::same(x.src, server))
-            })
-            .await,
-        );
+        support::collect_more(&mut capture, &mut segments, Duration::from_secs(10), |s| {
+            s.iter()
+                .any(|x| x.flags.fin() && support::same(x.src, server))
+        })
+        .await;
         let allowed = usize::try_from((support::retransmitted_segments() - retrans_before) * 4)
             .unwrap_or(usize::MAX);
         let up = support::reassemble(&segments, client, server);

@@ -82,13 +82,11 @@ async fn tc_program_after_parity_still_sees_the_packets() {
     }
     let (client, response) = traffic.await.expect("traffic");
     assert_eq!(response.len(), respond(1_000_000));
-    segments.extend(
-        support::collect(&mut capture, Duration::from_secs(10), |s| {
-            s.iter()
-                .any(|x| x.flags.fin() && support::same(x.src, server))
-        })
-        .await,
-    );
+    support::collect_more(&mut capture, &mut segments, Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|x| x.flags.fin() && support::same(x.src, server))
+    })
+    .await;
     let up = support::reassemble(&segments, client, server);
     assert_eq!(
         up.bytes.len(),

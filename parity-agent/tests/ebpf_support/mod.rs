@@ -145,6 +145,28 @@ pub async fn collect(
     out
 }
 
+/// Extend `segments` until `done(segments)` holds (checked on everything collected so far) or
+/// `timeout` passes.
+pub async fn collect_more(
+    capture: &mut LiveCapture,
+    segments: &mut Vec<Segment>,
+    timeout: Duration,
+    done: impl Fn(&[Segment]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done(segments) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(left, capture.next_batch(segments)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("next_batch: {e}"),
+            Err(_) => return,
+        }
+    }
+}
+
 /// One direction of a connection rebuilt from segments.
 #[derive(Debug, Default)]
 pub struct Direction {
