@@ -7,6 +7,10 @@
 //! fixed-size tail would waste ring space on every small request. A SYN, FIN or RST without
 //! payload is one header-only record. Each record that cannot be written is counted by reason;
 //! the other chunks of the packet are still written, so a loss costs only its own bytes.
+//!
+//! Packets of more than one chunk go through `bpf_loop`, whose body the verifier checks once;
+//! a packet of one record (most requests and small responses) is written directly. Records are
+//! committed without waking the agent until `Settings::wakeup_bytes` wait in the ring.
 
 use core::{arch::asm, ffi::c_void, ptr::addr_of_mut};
 
