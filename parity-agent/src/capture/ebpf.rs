@@ -13,6 +13,10 @@
 //!   `/sys/fs/cgroup/unified` on hybrid ones). On a pod's or service's subtree it sees exactly
 //!   that workload's sockets, including a sidecar's plaintext loopback traffic.
 //!
+//! Kernel requirements: Linux ≥ 6.6 for `tc` (TCX links), ≥ 5.17 for `cgroup` (`bpf_loop`;
+//! cgroup links need 5.7, ring buffers 5.8). A missing feature is reported as
+//! [`LiveError::KernelFeature`], naming it.
+//!
 //! Both are passive: every path of the classifiers returns `TCX_NEXT` (-1; `TC_ACT_OK` would
 //! end the TCX chain), every cgroup_skb path returns 1. Both use fd-based links: when the agent
 //! exits, even by SIGKILL, the kernel detaches everything; nothing is pinned. [`LiveCapture`]'s
@@ -683,10 +687,19 @@ fn load(
                     source: io_error,
                 });
             }
+            let log = verifier_log.to_string();
+            if log.contains("unknown func") {
+                return Err(LiveError::KernelFeature {
+                    what: format!("loading eBPF program {program}"),
+                    feature: "a BPF helper parity uses (bpf_loop needs Linux ≥ 5.17)",
+                    hint: "upgrade the kernel: live capture needs Linux ≥ 5.17, and ≥ 6.6 for engine = \"tc\"",
+                    source: io_error,
+                });
+            }
             Err(LiveError::Verifier {
                 program,
                 source: io_error,
-                log: log_tail(&verifier_log.to_string(), VERIFIER_LOG_LINES),
+                log: log_tail(&log, VERIFIER_LOG_LINES),
             })
         }
         Err(e) => Err(classify(&format!("loading eBPF program {program}"), e)),
