@@ -25,7 +25,14 @@ use parity_agent::config::{CaptureConfig, ServerAddr};
 const RUN_SECS: u64 = 10;
 
 static COUNTER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/parity-testcount"));
-const ROUNDS: usize = 3;
+/// Interleaved rounds (override with `PARITY_BENCH_ROUNDS` on a noisy machine).
+fn rounds() -> usize {
+    std::env::var("PARITY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
 
 struct Nginx {
     child: Child,
@@ -214,7 +221,7 @@ fn wrk_nginx_on_lo_with_and_without_capture() {
     let mut runs = Vec::new();
     // Warm-up so the first measured run is not the cold one.
     let _ = wrk(ng.port);
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let b = wrk(ng.port);
         base.push(b);
         let (t, run_tc) = with_capture(support::tc_config(&["lo"], target.clone()), ng.port);
@@ -227,7 +234,8 @@ fn wrk_nginx_on_lo_with_and_without_capture() {
     }
     let (mb, mt, mc) = (median(&mut base), median(&mut tc), median(&mut cg));
     eprintln!(
-        "wrk -t1 -c16 -d{RUN_SECS}s, median of {ROUNDS}: baseline {mb:.0} req/s; tc {mt:.0} req/s ({:+.1}%); cgroup {mc:.0} req/s ({:+.1}%)",
+        "wrk -t1 -c16 -d{RUN_SECS}s, median of {}: baseline {mb:.0} req/s; tc {mt:.0} req/s ({:+.1}%); cgroup {mc:.0} req/s ({:+.1}%)",
+        base.len(),
         (mt / mb - 1.0) * 100.0,
         (mc / mb - 1.0) * 100.0
     );
