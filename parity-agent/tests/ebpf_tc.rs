@@ -213,4 +213,24 @@ async fn set_targets_replaces_what_is_captured() {
         conn_seen(&third, cb3),
         "b still captured after a refused reload"
     );
+
+    // Full maps both sides of a reload: 4096 exact targets replaced by 4096 others.
+    let many = |base: u32| -> Vec<ServerAddr> {
+        (0..4096)
+            .map(|i| ServerAddr::Exact(SocketAddr::from((std::net::Ipv4Addr::from(base + i), 80))))
+            .collect()
+    };
+    capture
+        .set_targets(&many(0x0a00_0000))
+        .expect("4096 targets");
+    capture
+        .set_targets(&many(0x0b00_0000))
+        .expect("4096 other targets");
+    let mut back = many(0x0b00_0000);
+    back.truncate(4095);
+    back.push(ServerAddr::Exact(b));
+    capture.set_targets(&back).expect("back to b");
+    let (cb4, _) = support::exchange(b, &request).await;
+    let fourth = support::collect(&mut capture, Duration::from_secs(1), |_| false).await;
+    assert!(conn_seen(&fourth, cb4), "b captured after large reloads");
 }

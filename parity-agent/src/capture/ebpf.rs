@@ -105,7 +105,7 @@ use aya_log::EbpfLogger;
 use parity_common::{
     LossReason, PortBits, Settings, TargetKey, CHUNK_BYTES, DEDUPE_NONE, DEDUPE_PACKETS,
     DEDUPE_SENDERS, MAP_CONFIG, MAP_EVENTS, MAP_LOSS, MAP_PORTS, MAP_SEEN, MAP_SENDERS,
-    MAP_TARGETS, MAX_CHUNKS, PROG_CGROUP_EGRESS, PROG_CGROUP_INGRESS, PROG_TC_EGRESS,
+    MAP_TARGETS, MAX_CHUNKS, MAX_TARGETS, PROG_CGROUP_EGRESS, PROG_CGROUP_INGRESS, PROG_TC_EGRESS,
     PROG_TC_INGRESS, PROG_TC_L3_EGRESS, PROG_TC_L3_INGRESS, RECORD_HEADER_BYTES,
 };
 use tokio::io::unix::AsyncFd;
@@ -388,12 +388,21 @@ impl LiveCapture {
         }
     }
 
-    /// Replace the targets (SIGHUP reload). New targets are added before the port bitmaps
-    /// switch and old ones removed after, so a target in both lists is never dropped; during
-    /// the switch a packet of a removed or added target may be filtered either way.
+    /// Replace the targets (SIGHUP reload). A target in both lists is never dropped; during the
+    /// switch a packet of a removed or added target may be filtered either way. On error the
+    /// previous targets may be partly replaced; calling again with a valid list repairs that.
     pub fn set_targets(&mut self, targets: &[ServerAddr]) -> Result<(), LiveError> {
         let new = TargetSet::build(targets)?;
-        write_targets(&mut self.ebpf, &self.targets, &new)?;
+        if let Err(e) = write_targets(&mut self.ebpf, &self.targets, &new) {
+            // The kernel map may now hold keys of both lists: remember them all, so the next
+            // reload removes what it does not keep.
+            let mut keys = self.targets.keys.clone();
+            keys.extend_from_slice(&new.keys);
+            keys.sort_unstable_by_key(|k| (k.addr, k.port));
+            keys.dedup();
+            self.targets.keys = keys;
+            return Err(e);
+        }
         self.targets = new;
         tracing::info!(
             exact_targets = self.targets.keys.len(),
@@ -522,24 +531,43 @@ fn page_size() -> u64 {
 }
 
 /// Fill the kernel filter with `new`, given that it holds `old`.
+///
+/// Fresh keys go in before the port bitmaps switch and stale ones out after, so a target in
+/// both lists never drops out; when old and fresh together would overflow the map, stale keys
+/// go first instead (fresh exact targets are then missed for the moment of the switch).
 fn write_targets(ebpf: &mut Ebpf, old: &TargetSet, new: &TargetSet) -> Result<(), LiveError> {
-    {
-        let mut exact: HashMap<&mut MapData, TargetKey, u8> = map_mut(ebpf, MAP_TARGETS)?;
-        for key in &new.keys {
-            exact
-                .insert(key, 1, 0)
-                .map_err(|e| classify("writing parity_targets", e))?;
-        }
-    }
-    {
-        let mut ports: Array<&mut MapData, PortBits> = map_mut(ebpf, MAP_PORTS)?;
-        ports
-            .set(0, new.ports.as_ref(), 0)
-            .map_err(|e| classify("writing parity_ports", e))?;
-    }
-    let keep: HashSet<&TargetKey> = new.keys.iter().collect();
+    let old_keys: HashSet<&TargetKey> = old.keys.iter().collect();
+    let new_keys: HashSet<&TargetKey> = new.keys.iter().collect();
+    let fresh: Vec<&TargetKey> = new.keys.iter().filter(|k| !old_keys.contains(k)).collect();
+    let stale: Vec<&TargetKey> = old.keys.iter().filter(|k| !new_keys.contains(k)).collect();
+    let capacity = usize::try_from(MAX_TARGETS).unwrap_or(usize::MAX);
+    let remove_first = old.keys.len() + fresh.len() > capacity;
+
     let mut exact: HashMap<&mut MapData, TargetKey, u8> = map_mut(ebpf, MAP_TARGETS)?;
-    for key in old.keys.iter().filter(|k| !keep.contains(k)) {
+    if remove_first {
+        remove_keys(&mut exact, &stale)?;
+    }
+    for key in &fresh {
+        exact
+            .insert(*key, 1, 0)
+            .map_err(|e| classify("writing parity_targets", e))?;
+    }
+    let mut ports: Array<&mut MapData, PortBits> = map_mut(ebpf, MAP_PORTS)?;
+    ports
+        .set(0, new.ports.as_ref(), 0)
+        .map_err(|e| classify("writing parity_ports", e))?;
+    if !remove_first {
+        let mut exact: HashMap<&mut MapData, TargetKey, u8> = map_mut(ebpf, MAP_TARGETS)?;
+        remove_keys(&mut exact, &stale)?;
+    }
+    Ok(())
+}
+
+fn remove_keys(
+    exact: &mut HashMap<&mut MapData, TargetKey, u8>,
+    keys: &[&TargetKey],
+) -> Result<(), LiveError> {
+    for key in keys {
         exact
             .remove(key)
             .map_err(|e| classify("removing from parity_targets", e))?;
