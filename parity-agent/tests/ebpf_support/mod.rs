@@ -348,10 +348,37 @@ pub struct CgroupGuard {
 
 impl CgroupGuard {
     pub fn create(parent: &Path, name: &str) -> CgroupGuard {
+        remove_stale(parent, name);
         let path = parent.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         CgroupGuard { path }
+    }
+}
+
+/// Remove `<name>-<pid>` cgroups left by a test run that was killed (its guards never ran):
+/// empty ones only, children first.
+fn remove_stale(parent: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!("{name}-");
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if stale && path.is_dir() {
+            if let Ok(children) = std::fs::read_dir(&path) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&path);
+        }
     }
 }
 
