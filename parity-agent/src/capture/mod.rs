@@ -4,4 +4,6 @@
 //! shared between live capture and offline replay. This module only groups the sources; it holds
 //! no logic of its own.
 
+#[cfg(feature = "ebpf")]
+pub mod ebpf;
 pub mod pcap;
