@@ -3,6 +3,8 @@
 //! Library code logs through `tracing` only, never per packet; this module is the one place
 //! that decides where log lines go.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. `RUST_LOG`, when set, wins over `default_filter`.
@@ -13,6 +15,7 @@ pub fn init(default_filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -152,7 +152,7 @@ mod live {
             eprintln!();
         }
         tracing::info!("stopping: detaching, draining the ring buffer, flushing pending exchanges");
-        let rest = capture.stop_and_drain();
+        let rest = capture.stop();
         for seg in rest {
             pipeline.push(seg);
         }

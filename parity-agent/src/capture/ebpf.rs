@@ -453,6 +453,41 @@ impl LiveCapture {
         self.decoder.to_epoch(host::clock_ns(libc::CLOCK_MONOTONIC))
     }
 
+    /// Stop capturing for shutdown: detach and unload every program (the kernel stops writing
+    /// records), then take whatever the ring buffer still holds, in ring order. The maps stay
+    /// readable, so [`LiveCapture::dropped`] still reports the final loss counters.
+    pub fn stop(&mut self) -> Vec<Segment> {
+        for (name, program) in self.ebpf.programs_mut() {
+            let unloaded = match program {
+                aya::programs::Program::SchedClassifier(p) => p.unload(),
+                aya::programs::Program::CgroupSkb(p) => p.unload(),
+                _ => Ok(()),
+            };
+            match unloaded {
+                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
+                Err(e) => tracing::warn!("detaching {name}: {e}"),
+            }
+        }
+        let mut out = Vec::new();
+        loop {
+            let (taken, _) = drain(
+                self.ring.get_mut(),
+                &mut self.decoder,
+                &mut self.counters,
+                &mut out,
+            );
+            if taken == 0 {
+                break;
+            }
+        }
+        tracing::info!(
+            detached = %self.attached.join(", "),
+            drained = out.len(),
+            "live capture stopped; ring buffer drained"
+        );
+        out
+    }
+
     /// Detach every program and release the maps now.
     pub fn detach(self) {
         let attached = self.attached.join(", ");
