@@ -207,20 +207,57 @@ impl Drop for Cgroup {
     }
 }
 
-/// Output of `bpftool net` and `bpftool cgroup tree` mentioning parity (empty when nothing of
-/// parity is attached).
-pub fn parity_attachments() -> Result<String> {
+/// Every parity program still loaded and every BPF link that holds one (`bpftool prog` and
+/// `bpftool link`: TCX attachments, which this bpftool's `net show` does not list, are links),
+/// plus parity's lines of `bpftool net` and `bpftool cgroup tree`. Empty when nothing of
+/// parity is in the kernel. Global: run such checks with nothing else of parity running.
+pub fn parity_in_kernel() -> Result<String> {
+    let progs: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("bpftool").args(["-j", "prog", "show"]))?)?;
+    let parity_ids: Vec<u64> = progs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("parity_")))
+                .filter_map(|p| p["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
     let mut found = String::new();
-    for args in [
-        &["net", "show"][..],
-        &["cgroup", "tree"][..],
-        &["prog", "show"][..],
-    ] {
-        let out = sh(Command::new("bpftool").args(args))?;
-        for line in out.lines().filter(|l| l.contains("parity_")) {
-            found.push_str(line);
-            found.push('\n');
+    for id in &parity_ids {
+        found.push_str(&format!("program {id} loaded\n"));
+    }
+    let links: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("bpftool").args(["-j", "link", "show"]))?)?;
+    for l in links.as_array().cloned().unwrap_or_default() {
+        if l["prog_id"]
+            .as_u64()
+            .is_some_and(|p| parity_ids.contains(&p))
+        {
+            found.push_str(&format!(
+                "link {} holds program {}\n",
+                l["id"], l["prog_id"]
+            ));
         }
     }
+    found.push_str(&parity_lines(&sh(
+        Command::new("bpftool").args(["net", "show"])
+    )?));
+    found.push_str(&parity_lines(&sh(
+        Command::new("bpftool").args(["cgroup", "tree"])
+    )?));
     Ok(found)
+}
+
+/// parity's programs attached to the cgroup at `path` (`bpftool cgroup show`).
+pub fn cgroup_attachments(path: &Path) -> Result<String> {
+    let out = sh(Command::new("bpftool").args(["cgroup", "show"]).arg(path))?;
+    Ok(parity_lines(&out))
+}
+
+fn parity_lines(out: &str) -> String {
+    out.lines()
+        .filter(|l| l.contains("parity_"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }

@@ -247,7 +247,7 @@ fn veth_namespaces_ipv4_and_ipv6_with_rust_client_and_curl() -> Result<()> {
     let status = agent.stop()?;
     assert!(status.success(), "agent: {status}\n{}", agent.log());
     check_records(&agent.exchanges()?, &expected);
-    assert_eq!(netns::parity_attachments()?, "", "nothing left attached");
+    assert_eq!(netns::parity_in_kernel()?, "", "nothing left attached");
     Ok(())
 }
 
@@ -351,6 +351,11 @@ fn cgroup_engine_captures_only_the_child_cgroup_each_segment_once() -> Result<()
     std::thread::sleep(Duration::from_millis(500));
     let status = agent.stop()?;
     assert!(status.success(), "agent: {status}\n{}", agent.log());
+    assert_eq!(
+        netns::cgroup_attachments(&cg.path)?,
+        "",
+        "nothing left on the cgroup"
+    );
     let records = agent.exchanges()?;
     assert!(
         records
@@ -491,14 +496,14 @@ fn sigint_detaches_everything_and_a_sigkilled_run_leaves_nothing_behind() -> Res
 
     let mut agent = start()?;
     assert!(
-        !netns::parity_attachments()?.is_empty(),
+        !netns::parity_in_kernel()?.is_empty(),
         "attached while running"
     );
     agent.signal(libc::SIGINT)?;
     let status = agent.wait(Duration::from_secs(30))?;
     assert!(status.success(), "SIGINT exits 0: {status}");
     assert_eq!(
-        netns::parity_attachments()?,
+        netns::parity_in_kernel()?,
         "",
         "nothing attached after SIGINT"
     );
@@ -519,13 +524,13 @@ fn sigint_detaches_everything_and_a_sigkilled_run_leaves_nothing_behind() -> Res
     agent.kill()?;
     load.join()
         .map_err(|_| anyhow::anyhow!("load panicked"))??;
-    let mut left = netns::parity_attachments()?;
+    let mut left = netns::parity_in_kernel()?;
     for _ in 0..50 {
         if left.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
-        left = netns::parity_attachments()?;
+        left = netns::parity_in_kernel()?;
     }
     assert_eq!(left, "", "nothing attached after SIGKILL");
 

@@ -309,7 +309,7 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
     drop(nginx);
     assert!(env::which("bpftool").is_some());
     assert_eq!(
-        parity_tests::netns::parity_attachments()?,
+        parity_tests::netns::parity_in_kernel()?,
         "",
         "nothing left attached"
     );
