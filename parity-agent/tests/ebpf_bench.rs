@@ -142,19 +142,18 @@ struct CaptureRun {
     programs: Vec<(String, u64, Duration, Option<u32>)>,
 }
 
-fn parity_programs() -> Vec<(String, u64, Duration, Option<u32>)> {
+/// Run statistics of the programs with these ids.
+fn program_stats(ids: &[u32]) -> Vec<(String, u64, Duration, Option<u32>)> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter_map(|p| {
-            let name = p.name_as_str()?.to_string();
-            name.starts_with("parity_").then(|| {
-                (
-                    name,
-                    p.run_count(),
-                    p.run_time(),
-                    p.verified_instruction_count(),
-                )
-            })
+        .filter(|p| ids.contains(&p.id()))
+        .map(|p| {
+            (
+                p.name_as_str().unwrap_or("?").to_string(),
+                p.run_count(),
+                p.run_time(),
+                p.verified_instruction_count(),
+            )
         })
         .collect()
 }
@@ -185,8 +184,9 @@ fn with_capture(cfg: CaptureConfig, port: u16) -> (f64, CaptureRun) {
                     .await;
                     out.clear();
                 }
+                let ids: Vec<u32> = capture.programs().iter().map(|(_, id)| *id).collect();
                 CaptureRun {
-                    programs: parity_programs(),
+                    programs: program_stats(&ids),
                     counters: capture.counters(),
                     dropped: capture.dropped(),
                     drain_cpu: thread_cpu() - cpu0,
@@ -258,6 +258,11 @@ fn wrk_nginx_on_lo_with_and_without_capture() {
         prog.attach("lo", aya::programs::TcAttachType::Egress)
             .expect("attach");
     }
+    let floor_id = floor
+        .program("parity_tcount")
+        .and_then(|p| p.info().ok())
+        .map(|i| i.id())
+        .expect("counter id");
     for (engine, cfg) in [
         ("tc", support::tc_config(&["lo"], target.clone())),
         ("cgroup", support::cgroup_config(None, target.clone())),
@@ -272,6 +277,13 @@ fn wrk_nginx_on_lo_with_and_without_capture() {
                 );
             }
         }
+    }
+    for (name, count, time, verified) in program_stats(&[floor_id]) {
+        eprintln!(
+            "floor (stats on, both passes): {name}: {count} runs, {:.0} ns/run, {} verified insns",
+            time.as_nanos() as f64 / count.max(1) as f64,
+            verified.map_or("?".to_string(), |v| v.to_string())
+        );
     }
     drop(floor);
     drop(stats);

@@ -163,8 +163,9 @@ async fn cgroup_subtree_captures_only_its_sockets() {
     );
     let dropped = capture.dropped();
     assert!(dropped.iter().all(|(_, n)| *n == 0), "losses: {dropped:?}");
+    let programs = capture.programs();
     drop(capture);
-    support::assert_nothing_left("after drop");
+    support::assert_released("after drop", &programs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,8 +232,9 @@ async fn cgroup_parent_of_client_and_server_captures_each_segment_once() {
     );
     let dropped = capture.dropped();
     assert!(dropped.iter().all(|(_, n)| *n == 0), "losses: {dropped:?}");
+    let programs = capture.programs();
     capture.detach();
-    support::assert_nothing_left("after detach");
+    support::assert_released("after detach", &programs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +313,7 @@ async fn cgroup_default_root_sees_both_ends_and_delivers_once() {
     }
     let dropped = capture.dropped();
     assert!(dropped.iter().all(|(_, n)| *n == 0), "losses: {dropped:?}");
+    let programs = capture.programs();
     drop(capture);
-    support::assert_nothing_left("after drop");
+    support::assert_released("after drop", &programs);
 }

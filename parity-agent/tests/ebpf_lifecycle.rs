@@ -35,7 +35,12 @@ fn helper_capture_entry() {
         };
         match LiveCapture::start(&cfg, &support::limits(1 << 20)) {
             Ok(mut capture) => {
-                println!("READY");
+                let ids: Vec<String> = capture
+                    .programs()
+                    .iter()
+                    .map(|(name, id)| format!("{name}:{id}"))
+                    .collect();
+                println!("READY {}", ids.join(","));
                 use std::io::Write as _;
                 let _ = std::io::stdout().flush();
                 let mut out = Vec::new();
@@ -124,41 +129,42 @@ async fn detach_and_drop_leave_nothing_attached() {
         return;
     }
     let _serial = support::serial().await;
-    support::assert_nothing_left("before");
     let tc = LiveCapture::start(
         &support::tc_config(&["lo"], target()),
         &support::limits(1 << 20),
     )
     .expect("start tc");
-    let shown = support::parity_leftovers();
+    let programs = tc.programs();
+    let ids: Vec<u32> = programs.iter().map(|(_, id)| *id).collect();
+    let shown = support::attachments_of(&ids);
     assert!(
-        shown.iter().any(|l| l == "tcx: lo Egress parity_tc_out"),
+        shown
+            .iter()
+            .any(|l| l.starts_with("tcx lo Egress parity_tc_out")),
         "the TCX egress chain of lo holds parity: {shown:?}"
     );
     assert!(
-        !shown.iter().any(|l| l.starts_with("tcx: lo Ingress")),
+        !shown.iter().any(|l| l.starts_with("tcx lo Ingress")),
         "lo is captured at egress only: {shown:?}"
     );
     tc.detach();
-    support::assert_nothing_left("after detach");
+    support::assert_released("tc: after detach", &programs);
 
     let cg = LiveCapture::start(
         &support::cgroup_config(None, target()),
         &support::limits(1 << 20),
     )
     .expect("start cgroup");
-    let shown = support::parity_leftovers();
+    let programs = cg.programs();
+    let ids: Vec<u32> = programs.iter().map(|(_, id)| *id).collect();
+    let shown = support::attachments_of(&ids);
     assert!(
-        shown
-            .iter()
-            .any(|l| l.starts_with("cgroup:") && l.contains("parity_cg_in"))
-            && shown
-                .iter()
-                .any(|l| l.starts_with("cgroup:") && l.contains("parity_cg_out")),
+        shown.iter().any(|l| l.contains("parity_cg_in"))
+            && shown.iter().any(|l| l.contains("parity_cg_out")),
         "bpftool cgroup tree shows both links: {shown:?}"
     );
     drop(cg);
-    support::assert_nothing_left("after drop");
+    support::assert_released("cgroup: after drop", &programs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,15 +189,23 @@ async fn sigkill_leaves_nothing_attached_and_a_second_start_captures_once() {
             ],
             None,
         );
-        let _ = child.expect_line("READY");
+        let ready = child.expect_line("READY");
+        let child_programs: Vec<(String, u32)> = ready
+            .split(',')
+            .filter_map(|p| {
+                let (name, id) = p.split_once(':')?;
+                Some((name.to_string(), id.parse().ok()?))
+            })
+            .collect();
+        let ids: Vec<u32> = child_programs.iter().map(|(_, id)| *id).collect();
         assert!(
-            !support::parity_leftovers().is_empty(),
-            "{engine}: the child's capture is attached"
+            !support::attachments_of(&ids).is_empty(),
+            "{engine}: the child's capture is attached ({child_programs:?})"
         );
         // Traffic while the child captures, so its programs are busy when it dies.
         let _ = support::exchange(server, &support::pattern(100_000, 1)).await;
         child.kill9();
-        support::assert_nothing_left(&format!("{engine}: after SIGKILL"));
+        support::assert_released(&format!("{engine}: after SIGKILL"), &child_programs);
 
         // A second start works and sees each segment once: nothing of the first is left.
         let cfg = if engine == "cgroup" {
@@ -230,7 +244,8 @@ async fn sigkill_leaves_nothing_attached_and_a_second_start_captures_once() {
             "{engine}: request"
         );
         assert!(down.bytes == response, "{engine}: response");
+        let programs = capture.programs();
         drop(capture);
-        support::assert_nothing_left(&format!("{engine}: after the second capture"));
+        support::assert_released(&format!("{engine}: after the second capture"), &programs);
     }
 }

@@ -62,15 +62,21 @@ async fn tc_program_after_parity_still_sees_the_packets() {
             .expect("attach counter");
     }
     let (_, chain) = SchedClassifier::query_tcx("lo", TcAttachType::Egress).expect("query tcx");
-    let names: Vec<String> = chain
+    let chain: Vec<(u32, String)> = chain
         .iter()
-        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
         .collect();
-    let parity_at = names.iter().position(|n| n == "parity_tc_out");
-    let counter_at = names.iter().position(|n| n == "parity_tcount");
+    let parity_id = capture
+        .programs()
+        .iter()
+        .find(|(name, _)| name == "parity_tc_out")
+        .map(|(_, id)| *id);
+    let counter_id = prog.info().expect("counter info").id();
+    let parity_at = chain.iter().position(|(id, _)| Some(*id) == parity_id);
+    let counter_at = chain.iter().position(|(id, _)| *id == counter_id);
     assert!(
         matches!((parity_at, counter_at), (Some(p), Some(c)) if p < c),
-        "TCX egress chain on lo: {names:?}"
+        "TCX egress chain on lo (id, name): {chain:?}"
     );
 
     let request = support::pattern(1_000_000, 3);
@@ -98,9 +104,10 @@ async fn tc_program_after_parity_still_sees_the_packets() {
     // on egress and on ingress.
     let seen = counted(&count, 0);
     assert!(seen >= 10, "the counter after parity saw {seen} packets");
+    let programs = capture.programs();
     drop(count);
     drop(capture);
-    support::assert_nothing_left("after drop");
+    support::assert_released("after drop", &programs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +155,8 @@ async fn cgroup_program_beside_parity_still_sees_the_packets_and_traffic_flows()
     assert!(!segments.is_empty(), "parity captured the exchanges");
     let seen = counted(&count, 1);
     assert!(seen >= 20, "the counter beside parity saw {seen} packets");
+    let programs = capture.programs();
     drop(count);
     drop(capture);
-    support::assert_nothing_left("after drop");
+    support::assert_released("after drop", &programs);
 }

@@ -164,8 +164,9 @@ async fn tc_on_lo_captures_every_segment_once_ipv4_and_ipv6() {
         "segments {} counters {counters:?} dropped {dropped:?} retransmitted {retransmitted}",
         segments.len()
     );
+    let programs = capture.programs();
     capture.detach();
-    support::assert_nothing_left("after detach");
+    support::assert_released("after detach", &programs);
 }
 
 fn conn_seen(segments: &[Segment], client: SocketAddr) -> bool {

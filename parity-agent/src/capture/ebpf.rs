@@ -448,6 +448,14 @@ impl LiveCapture {
         &self.attached
     }
 
+    /// The loaded programs as (name, kernel program id), to find them in `bpftool` output.
+    pub fn programs(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| p.info().ok().map(|info| (name.to_string(), info.id())))
+            .collect()
+    }
+
     /// The monotonic clock, in the epoch-converted timeline of the segments.
     pub fn now(&self) -> Nanos {
         self.decoder.to_epoch(host::clock_ns(libc::CLOCK_MONOTONIC))

@@ -284,49 +284,62 @@ fn bpftool(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// parity's programs attached anywhere, as bpftool shows them (`bpftool net`, `bpftool cgroup
-/// tree`), plus parity programs still loaded at all (`bpftool prog`). bpftool before 7.3 does
-/// not list TCX links under `net`, so the TCX chains of `lo` are also asked directly (`tcx:`).
-pub fn parity_leftovers() -> Vec<String> {
+/// Is a BPF program with this id still loaded?
+pub fn loaded(id: u32) -> bool {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .any(|p| p.id() == id)
+}
+
+/// Where the programs with these ids are attached: `tcx lo Ingress|Egress` from the TCX chains
+/// of `lo` (bpftool before 7.3 does not list TCX links under `bpftool net`), and `cgroup <line>`
+/// from `bpftool cgroup tree`.
+pub fn attachments_of(ids: &[u32]) -> Vec<String> {
     let mut found = Vec::new();
     for kind in [
         aya::programs::TcAttachType::Ingress,
         aya::programs::TcAttachType::Egress,
     ] {
         if let Ok((_, progs)) = aya::programs::SchedClassifier::query_tcx("lo", kind) {
-            for p in progs {
-                if let Some(name) = p.name_as_str().filter(|n| n.starts_with("parity_tc")) {
-                    found.push(format!("tcx: lo {kind:?} {name}"));
-                }
+            for p in progs.iter().filter(|p| ids.contains(&p.id())) {
+                found.push(format!(
+                    "tcx lo {kind:?} {} (id {})",
+                    p.name_as_str().unwrap_or("?"),
+                    p.id()
+                ));
             }
         }
     }
-    let net = bpftool(&["net", "show"]);
-    let cg = bpftool(&["cgroup", "tree"]);
-    let progs = bpftool(&["prog", "show"]);
-    for (what, text) in [("net", &net), ("cgroup", &cg), ("prog", &progs)] {
-        for line in text.lines() {
-            if ["parity_tc", "parity_cg_"].iter().any(|p| line.contains(p)) {
-                found.push(format!("{what}: {}", line.trim()));
-            }
+    for line in bpftool(&["cgroup", "tree"]).lines() {
+        let first = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<u32>().ok());
+        if first.is_some_and(|id| ids.contains(&id)) {
+            found.push(format!("cgroup {}", line.trim()));
         }
     }
     found
 }
 
-/// Wait until no parity program is attached or loaded (the kernel frees programs shortly after
-/// their last reference goes).
-pub fn assert_nothing_left(context: &str) {
-    let mut last = Vec::new();
+/// Wait until none of `programs` is attached or loaded any more (the kernel frees a program
+/// shortly after its last reference goes). Only these ids are checked: other parity instances
+/// on the host are none of this test's business.
+pub fn assert_released(context: &str, programs: &[(String, u32)]) {
+    assert!(!programs.is_empty(), "{context}: no program ids to check");
+    let ids: Vec<u32> = programs.iter().map(|(_, id)| *id).collect();
+    let mut left = Vec::new();
     let clean = eventually(Duration::from_secs(5), || {
-        last = parity_leftovers();
-        last.is_empty()
+        left = attachments_of(&ids);
+        left.extend(
+            programs
+                .iter()
+                .filter(|(_, id)| loaded(*id))
+                .map(|(name, id)| format!("loaded {name} (id {id})")),
+        );
+        left.is_empty()
     });
-    assert!(
-        clean,
-        "{context}: parity programs left behind:\n{}",
-        last.join("\n")
-    );
+    assert!(clean, "{context}: left behind:\n{}", left.join("\n"));
 }
 
 /// The cgroup v2 mount point.
