@@ -169,6 +169,9 @@ fn ebpf() -> Result<()> {
 }
 
 fn e2e() -> Result<()> {
+    // The tests start these binaries as processes.
+    sh(cargo().args(["build", "-p", "parity-agent", "--bin", "parity-agent"]))?;
+    sh(cargo().args(["build", "-p", "parity-tests", "--bins"]))?;
     sh(cargo().args([
         "test",
         "-p",
