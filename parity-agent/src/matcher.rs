@@ -318,7 +318,11 @@ impl Matcher {
         let sampled = sample_hit(&key.1, sample);
         let duplicate = self.waiting.contains_key(&key)
             || matches!(self.recent.get(&key), Some((_, Recent::Paired)));
-        let exchange = sampled.then_some(ex);
+        let exchange = sampled.then(|| {
+            let mut ex = ex;
+            ex.compact();
+            ex
+        });
         let bytes = ENTRY_OVERHEAD + exchange.as_ref().map(exchange_heap_bytes).unwrap_or(0);
         let seq = self.next_seq;
         self.next_seq += 1;
