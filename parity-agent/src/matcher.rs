@@ -450,6 +450,9 @@ impl Matcher {
             );
             return;
         };
+        // The newcomer waits in the comparison queue next: it must not pin capture buffers.
+        let mut ex = ex;
+        ex.compact();
         let (primary, mirror, endpoint) = match role {
             Role::Mirror => (waiting_ex, ex, waiting.endpoint),
             Role::Primary => (ex, waiting_ex, endpoint),
