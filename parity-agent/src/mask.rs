@@ -41,6 +41,14 @@ pub const DEFAULT_NAME_PARTS: &[&str] =
 /// Prefix of every mask token.
 pub const TOKEN_PREFIX: &str = "[masked:";
 
+/// What a sensitive path segment of an endpoint label (or a sensitive member name in a summary
+/// path) becomes: a constant, like `{id}`, so labels stay few and carry no secret.
+pub const LABEL_PLACEHOLDER: &str = "{masked}";
+
+/// A secret-looking name followed by `=` or `:` and a value (quoted or bare): form bodies, text,
+/// JSON that did not parse. Only the value is replaced.
+const ASSIGNMENT: &str = r#"(?i)[A-Za-z0-9_\-]*(?:token|secret|password|passwd|api_key|apikey)[A-Za-z0-9_\-]*["']?\s*[:=]\s*(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'&,;}\]]+))"#;
+
 /// Why the masking key could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -125,6 +133,8 @@ pub struct Masker {
     email: Regex,
     jwt: Regex,
     bearer: Regex,
+    /// `name=value` / `"name": "value"` where the name is secret-looking (forms, text, broken JSON).
+    assignment: Regex,
 }
 
 impl std::fmt::Debug for Masker {
@@ -154,6 +164,7 @@ impl Masker {
             email: builtin(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
             jwt: builtin(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),
             bearer: builtin(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*"),
+            assignment: builtin(ASSIGNMENT),
         };
         if m.defaults {
             m.headers = DEFAULT_HEADERS.iter().map(|s| s.to_string()).collect();
@@ -226,6 +237,7 @@ impl Masker {
             || (memchr::memmem::find(b, b"eyJ").is_some() && self.jwt.is_match(v))
             || (contains_ignore_case(b, b"bearer") && self.bearer.is_match(v))
             || has_card_number(b)
+            || (has_name_part(b) && self.assignment.is_match(v))
     }
 
     /// A value, whole, masked if sensitive.
@@ -261,8 +273,37 @@ impl Masker {
             if has_card_number(out.as_bytes()) {
                 out = Cow::Owned(self.mask_cards(&out));
             }
+            if has_name_part(out.as_bytes()) && self.assignment.is_match(&out) {
+                out = Cow::Owned(self.mask_assignments(&out));
+            }
         }
         out
+    }
+
+    /// Replace the value of every secret-named assignment, keeping the name and the quotes.
+    fn mask_assignments(&self, text: &str) -> String {
+        self.assignment
+            .replace_all(text, |c: &regex::Captures<'_>| {
+                let whole = c.get(0).map_or("", |m| m.as_str());
+                let start = c.get(0).map_or(0, |m| m.start());
+                let value = c
+                    .name("dq")
+                    .or_else(|| c.name("sq"))
+                    .or_else(|| c.name("bare"));
+                match value {
+                    Some(v) if !v.as_str().is_empty() && !v.as_str().starts_with(TOKEN_PREFIX) => {
+                        let (a, b) = (v.start() - start, v.end() - start);
+                        format!(
+                            "{}{}{}",
+                            whole.get(..a).unwrap_or(""),
+                            self.token(v.as_str().as_bytes()),
+                            whole.get(b..).unwrap_or("")
+                        )
+                    }
+                    _ => whole.to_string(),
+                }
+            })
+            .into_owned()
     }
 
     fn mask_cards(&self, text: &str) -> String {
@@ -311,9 +352,12 @@ impl Masker {
             if i > 0 {
                 out.push('/');
             }
-            let m = self.mask_value(seg);
-            changed |= matches!(m, Cow::Owned(_));
-            out.push_str(&m);
+            if self.segment_is_sensitive(seg) {
+                out.push_str(&self.token(seg.as_bytes()));
+                changed = true;
+            } else {
+                out.push_str(seg);
+            }
         }
         if let Some(q) = query {
             out.push('?');
@@ -361,11 +405,21 @@ impl Masker {
         let forced = forced || self.json_paths.iter().any(|p| p.matches(steps));
         match v {
             serde_json::Value::Object(map) => {
+                let mut renamed = Vec::new();
                 for (k, child) in map.iter_mut() {
                     steps.push(Step::Key(k.clone()));
                     let secret = self.secret_name(k);
                     self.mask_json_at(child, steps, forced || secret);
                     steps.pop();
+                    // A member name can be the secret itself (objects keyed by e-mail address).
+                    if self.value_is_sensitive(k) {
+                        renamed.push(k.clone());
+                    }
+                }
+                for k in renamed {
+                    if let Some(child) = map.remove(&k) {
+                        map.insert(self.token(k.as_bytes()), child);
+                    }
                 }
             }
             serde_json::Value::Array(items) => {
@@ -396,6 +450,11 @@ impl Masker {
         }
     }
 
+    /// Masking is on and `[[mask]] json_path` rules exist (they need a parsed document).
+    pub fn has_json_path_rules(&self) -> bool {
+        self.active && !self.json_paths.is_empty()
+    }
+
     /// Is the JSON location `steps` masked by name or path (for difference values)?
     pub fn json_location_is_secret(&self, steps: &[Step]) -> bool {
         self.active
@@ -404,6 +463,140 @@ impl Masker {
                 .any(|s| matches!(s, Step::Key(k) if self.secret_name(k)))
                 || (0..=steps.len())
                     .any(|n| self.json_paths.iter().any(|p| p.matches(&steps[..n]))))
+    }
+
+    /// A path segment (or any short token) that must not leave as is, also when it is
+    /// percent-encoded (`jane%40example.com`).
+    fn segment_is_sensitive(&self, seg: &str) -> bool {
+        self.value_is_sensitive(seg)
+            || (seg.contains('%') && self.value_is_sensitive(&percent_decode(seg)))
+    }
+
+    /// The path of a request target for an endpoint label: query and fragment dropped, and every
+    /// segment that looks sensitive replaced by [`LABEL_PLACEHOLDER`]. Labels become metric
+    /// label values, so they depend on the rules only (not on the key, nor on `--unmasked`).
+    /// Cheap when the path holds nothing a detector could match (the common case).
+    pub fn mask_label_path<'a>(&self, uri: &'a str) -> Cow<'a, str> {
+        let end = uri.find(['?', '#']).unwrap_or(uri.len());
+        let path = uri.get(..end).unwrap_or(uri);
+        if !self.active || !self.path_may_be_sensitive(path.as_bytes()) {
+            return Cow::Borrowed(path);
+        }
+        let mut out = String::with_capacity(path.len());
+        let mut changed = false;
+        for (i, seg) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            if self.segment_is_sensitive(seg) {
+                out.push_str(LABEL_PLACEHOLDER);
+                changed = true;
+            } else {
+                out.push_str(seg);
+            }
+        }
+        if changed {
+            Cow::Owned(out)
+        } else {
+            Cow::Borrowed(path)
+        }
+    }
+
+    /// A quick test that no detector can match anything in `b` (no `@`, `%`, `eyJ`, `bearer`,
+    /// secret-looking name or long digit run), so labelling skips the per-segment checks.
+    fn path_may_be_sensitive(&self, b: &[u8]) -> bool {
+        if !self.regexes.is_empty() {
+            return true;
+        }
+        self.defaults
+            && (memchr::memchr2(b'@', b'%', b).is_some()
+                || memchr::memmem::find(b, b"eyJ").is_some()
+                || contains_ignore_case(b, b"bearer")
+                || has_name_part(b)
+                || b.iter().filter(|c| c.is_ascii_digit()).count() >= 13)
+    }
+
+    /// A difference path with every member name that looks sensitive replaced by its token
+    /// (`$['jane@example.com'].age` → `$['[masked:…]'].age`); other paths unchanged. A `$` path
+    /// that does not parse as a location is replaced whole (fail closed).
+    pub fn mask_location<'a>(&self, path: &'a str) -> Cow<'a, str> {
+        self.location_with(path, |k| self.token(k.as_bytes()))
+    }
+
+    /// Like [`Masker::mask_location`] with [`LABEL_PLACEHOLDER`] instead of keyed tokens, for
+    /// the summary, whose paths are aggregated (and carry no key).
+    pub fn label_location<'a>(&self, path: &'a str) -> Cow<'a, str> {
+        self.location_with(path, |_| LABEL_PLACEHOLDER.to_string())
+    }
+
+    fn location_with<'a>(&self, path: &'a str, replace: impl Fn(&str) -> String) -> Cow<'a, str> {
+        if !self.active || !path.starts_with('$') || !self.path_may_be_sensitive(path.as_bytes()) {
+            return Cow::Borrowed(path);
+        }
+        let Some(mut steps) = location_steps(path) else {
+            return Cow::Owned(replace(path));
+        };
+        let mut changed = false;
+        for s in &mut steps {
+            if let Step::Key(k) = s {
+                if self.value_is_sensitive(k) {
+                    *k = replace(k);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            Cow::Owned(crate::compare::path::format_location(&steps))
+        } else {
+            Cow::Borrowed(path)
+        }
+    }
+
+    /// One value of a difference (`Difference::primary` or `mirror`) at `path`, masked:
+    /// header values by name and content; JSON values whole when their location is secret by
+    /// name or `[[mask]] json_path`, structurally when they are objects or arrays, by content
+    /// otherwise; a shortened object or array rendering (which no longer parses) whole when it
+    /// could hide a secret-named member or a configured path; everything else (`body` excerpts,
+    /// `status`) by content.
+    pub fn mask_difference<'a>(&self, path: &str, value: &'a str) -> Cow<'a, str> {
+        if !self.active {
+            return Cow::Borrowed(value);
+        }
+        if let Some(name) = path.strip_prefix("header:") {
+            return self.mask_header(name, value);
+        }
+        if !path.starts_with('$') {
+            return self.mask_text(value);
+        }
+        let Some(steps) = location_steps(path) else {
+            return Cow::Owned(self.token(value.as_bytes()));
+        };
+        if self.json_location_is_secret(&steps) {
+            return Cow::Owned(self.token(value.as_bytes()));
+        }
+        match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(mut v) => {
+                let original = v.clone();
+                let mut at = steps;
+                self.mask_json_at(&mut v, &mut at, false);
+                if v == original {
+                    Cow::Borrowed(value)
+                } else {
+                    Cow::Owned(v.to_string())
+                }
+            }
+            Err(_) => {
+                let nested = value.starts_with('{') || value.starts_with('[');
+                let may_hide = nested
+                    && ((self.defaults && has_name_part(value.as_bytes()))
+                        || self.json_paths.iter().any(|p| p.may_match_below(&steps)));
+                if may_hide {
+                    Cow::Owned(self.token(value.as_bytes()))
+                } else {
+                    self.mask_text(value)
+                }
+            }
+        }
     }
 
     /// A body for storage or display: JSON masked structurally, text masked by content, other
@@ -464,6 +657,28 @@ impl Masker {
             h.clone()
         }
     }
+}
+
+/// The concrete steps of a difference location such as `$.items[2]['a b']`; `None` when it is
+/// not a location (wildcards, descents, bad syntax).
+pub fn location_steps(path: &str) -> Option<Vec<Step>> {
+    use crate::compare::path::Segment;
+    let p = JsonPath::parse(path).ok()?;
+    p.segments()
+        .iter()
+        .map(|s| match s {
+            Segment::Key(k) => Some(Step::Key(k.clone())),
+            Segment::Index(i) => Some(Step::Index(*i)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Does `b` contain one of [`DEFAULT_NAME_PARTS`], in any case?
+fn has_name_part(b: &[u8]) -> bool {
+    DEFAULT_NAME_PARTS
+        .iter()
+        .any(|p| contains_ignore_case(b, p.as_bytes()))
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -691,6 +906,143 @@ mod tests {
         let m = masker("[masking]\ndefaults = false\n[[mask]]\nheader = \"x-session\"\n");
         assert_eq!(m.mask_header("Authorization", "Bearer x"), "Bearer x");
         assert!(m.mask_header("X-Session", "abc").starts_with(TOKEN_PREFIX));
+    }
+
+    #[test]
+    fn percent_encoded_path_segments_are_masked() {
+        let m = masker("");
+        let u = m.mask_uri("/users/jane%40example.com/cart");
+        assert!(!u.contains("jane"), "{u}");
+        assert!(
+            u.starts_with("/users/[masked:") && u.ends_with("/cart"),
+            "{u}"
+        );
+    }
+
+    #[test]
+    fn label_paths_replace_sensitive_segments_with_a_constant() {
+        let m = masker("[[mask]]\nregex = \"SSN-[0-9]+\"\n");
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2ln";
+        assert_eq!(
+            m.mask_label_path(&format!("/reset/{jwt}?x=1")),
+            "/reset/{masked}"
+        );
+        assert_eq!(
+            m.mask_label_path("/users/jane@example.com/cart#frag"),
+            "/users/{masked}/cart"
+        );
+        assert_eq!(m.mask_label_path("/users/a%40b.io"), "/users/{masked}");
+        assert_eq!(m.mask_label_path("/x/SSN-12/y"), "/x/{masked}/y");
+        assert_eq!(
+            m.mask_label_path("/api/orders/17?q=a@b.io"),
+            "/api/orders/17"
+        );
+        assert!(matches!(
+            m.mask_label_path("/api/tokens/list"),
+            Cow::Borrowed("/api/tokens/list")
+        ));
+        let off = Masker::disabled();
+        assert_eq!(off.mask_label_path("/u/a@b.io?x"), "/u/a@b.io");
+    }
+
+    #[test]
+    fn assignments_of_secret_names_are_masked_in_text() {
+        let m = masker("");
+        let t = m.mask_text("user=jane&password=hunter2&next=/home");
+        assert!(
+            !t.contains("hunter2") && t.contains("user=jane&password=[masked:"),
+            "{t}"
+        );
+        assert!(t.ends_with("&next=/home"), "{t}");
+        let t = m.mask_text(r#"{"api_key": "k 1 2", 'client_secret': 'abc', x_token: zz}"#);
+        assert!(
+            !t.contains("k 1 2") && !t.contains("abc") && !t.contains("zz"),
+            "{t}"
+        );
+        assert!(t.starts_with(r#"{"api_key": "[masked:"#), "{t}");
+        assert_eq!(m.mask_text(&t), t, "masking twice changes nothing");
+        assert!(m.value_is_sensitive("session_token=abc"));
+        assert!(!m.value_is_sensitive("tokens"));
+    }
+
+    #[test]
+    fn sensitive_member_names_are_masked_in_json() {
+        let m = masker("");
+        let mut v = serde_json::json!({"users": {"jane@example.com": {"age": 3}}});
+        m.mask_json(&mut v);
+        let s = v.to_string();
+        assert!(!s.contains("jane"), "{s}");
+        assert!(s.contains("\"age\":3"), "{s}");
+    }
+
+    #[test]
+    fn locations_mask_sensitive_member_names() {
+        let m = masker("");
+        let p = m.mask_location("$.users['jane@example.com'].age");
+        assert!(
+            !p.contains("jane") && p.starts_with("$.users['[masked:"),
+            "{p}"
+        );
+        assert!(p.ends_with("'].age"), "{p}");
+        assert!(location_steps(&p).is_some(), "still a location: {p}");
+        assert_eq!(
+            m.label_location("$.users['jane@example.com'].age"),
+            "$.users['{masked}'].age"
+        );
+        assert!(matches!(
+            m.mask_location("$.items[2].price"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(m.mask_location("header:x-a"), "header:x-a");
+        // A broken location that may hold a secret is replaced whole.
+        assert!(m
+            .mask_location("$.a['jane@example.com'")
+            .starts_with(TOKEN_PREFIX));
+        assert_eq!(m.mask_location("$.a["), "$.a[");
+    }
+
+    #[test]
+    fn difference_values_are_masked_by_location_and_content() {
+        let m = masker("[[mask]]\njson_path = \"$.user.ssn\"\n");
+        let tok = |v: &str| m.token(v.as_bytes());
+        // A harmless-looking value under a secret-looking member name.
+        assert_eq!(m.mask_difference("$.password", "\"abc\""), tok("\"abc\""));
+        assert_eq!(m.mask_difference("$.auth.refresh_token", "42"), tok("42"));
+        assert_eq!(m.mask_difference("$.user.ssn", "\"1\""), tok("\"1\""));
+        // Content detectors.
+        for (path, v, secret) in [
+            ("$.email", "\"jane@example.com\"", "jane"),
+            ("$.card", "4111111111111111", "4111"),
+            ("$.note", "\"Bearer abc.def\"", "abc.def"),
+        ] {
+            let out = m.mask_difference(path, v);
+            assert!(out.contains(TOKEN_PREFIX) && !out.contains(secret), "{out}");
+        }
+        // Objects are masked structurally; the rest stays readable and exact.
+        let o = m.mask_difference("$.user", r#"{"name":"Jane","ssn":"123","password":"x"}"#);
+        assert!(
+            !o.contains("123") && !o.contains("\"x\"") && o.contains("Jane"),
+            "{o}"
+        );
+        assert!(matches!(
+            m.mask_difference("$.tax", "1.50"),
+            Cow::Borrowed("1.50")
+        ));
+        // A shortened object that could hide a secret member is masked whole.
+        let cut = r#"{"a":1,"password":"hunt…"#;
+        assert_eq!(m.mask_difference("$.x", cut), tok(cut));
+        assert_eq!(
+            m.mask_difference("$.x", r#"{"a":1,"b":2…"#),
+            r#"{"a":1,"b":2…"#
+        );
+        // Headers by name, text by content.
+        assert!(m
+            .mask_difference("header:set-cookie", "sid=1")
+            .starts_with(TOKEN_PREFIX));
+        let t = m.mask_difference("body", "@@ -1,1 @@\n-mail a@b.io");
+        assert!(!t.contains("a@b.io"), "{t}");
+        assert_eq!(m.mask_difference("status", "200"), "200");
+        assert_eq!(Masker::disabled().mask_difference("$.password", "x"), "x");
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct Pipeline {
     http: HttpTracker,
     classifier: Classifier,
     namers: Vec<EndpointNamer>,
+    /// Keeps secrets in URL paths out of endpoint labels (metrics, summary, store).
+    label_masker: Arc<Masker>,
     matcher: Matcher,
     pair_names: Vec<String>,
     flow_memory: usize,
@@ -148,8 +150,19 @@ impl Pipeline {
         hook: Option<VerdictHook>,
     ) -> Pipeline {
         let limits = &cfg.limits;
-        let compare = (!cfg.pairs.is_empty())
-            .then(|| CompareQueue::start(cfg, limits.compare_queue, policy, shared.clone(), hook));
+        // Labels need the rules only, not the install's key: a sensitive segment becomes a
+        // constant. They are masked even under `--unmasked` so metric series do not change.
+        let label_masker = Arc::new(Masker::new(cfg, [0; 32], true));
+        let compare = (!cfg.pairs.is_empty()).then(|| {
+            CompareQueue::start(
+                cfg,
+                limits.compare_queue,
+                policy,
+                shared.clone(),
+                hook,
+                label_masker.clone(),
+            )
+        });
         Pipeline {
             reasm: Reassembler::new(
                 ReassemblyConfig::from_limits(limits),
@@ -162,6 +175,7 @@ impl Pipeline {
                 .iter()
                 .map(|p| EndpointNamer::new(&p.endpoints, p.max_endpoints))
                 .collect(),
+            label_masker,
             matcher: Matcher::new(
                 cfg.pairs
                     .iter()
@@ -412,7 +426,10 @@ impl Pipeline {
             .with_label_values(&[pair_name, role.as_str()])
             .inc();
         let endpoint = match (&ex.request, self.namers.get_mut(pair)) {
-            (Some(req), Some(namer)) => namer.name(&req.method_str(), &req.uri_str()),
+            (Some(req), Some(namer)) => {
+                let uri = req.uri_str();
+                namer.name(&req.method_str(), &self.label_masker.mask_label_path(&uri))
+            }
             _ => Arc::from("other"),
         };
         if let (None, Some(lat)) = (ex.incomplete, ex.latency_nanos()) {
@@ -480,6 +497,7 @@ impl CompareQueue {
         policy: QueuePolicy,
         shared: Shared,
         hook: Option<VerdictHook>,
+        label_masker: Arc<Masker>,
     ) -> CompareQueue {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let depth = Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -489,6 +507,7 @@ impl CompareQueue {
             shared: shared.clone(),
             hook,
             depth: depth.clone(),
+            label_masker,
         };
         let worker = std::thread::Builder::new()
             .name("parity-compare".into())
@@ -540,6 +559,7 @@ struct CompareWorker {
     shared: Shared,
     hook: Option<VerdictHook>,
     depth: Arc<std::sync::atomic::AtomicI64>,
+    label_masker: Arc<Masker>,
 }
 
 impl CompareWorker {
@@ -589,7 +609,10 @@ impl CompareWorker {
             differences: verdict
                 .differences
                 .iter()
-                .map(|d| (d.path.clone(), d.kind.as_str()))
+                .map(|d| {
+                    let path = self.label_masker.label_location(&d.path).into_owned();
+                    (path, d.kind.as_str())
+                })
                 .collect(),
             primary_latency: job.primary.latency_nanos(),
             mirror_latency: job.mirror.latency_nanos(),
