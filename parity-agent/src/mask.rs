@@ -571,25 +571,28 @@ impl Masker {
         let Some(steps) = location_steps(path) else {
             return Cow::Owned(self.token(value.as_bytes()));
         };
-        if self.json_location_is_secret(&steps) {
-            return Cow::Owned(self.token(value.as_bytes()));
-        }
+        let secret = self.json_location_is_secret(&steps);
         match serde_json::from_str::<serde_json::Value>(value) {
             Ok(mut v) => {
+                // Masked like the same value inside the stored body, so the tokens match.
                 let original = v.clone();
                 let mut at = steps;
-                self.mask_json_at(&mut v, &mut at, false);
-                if v == original {
+                self.mask_json_at(&mut v, &mut at, secret);
+                if v == original && !secret {
                     Cow::Borrowed(value)
+                } else if v == original {
+                    // `null` under a secret name: nothing to hide, but say nothing either.
+                    Cow::Owned(self.token(value.as_bytes()))
                 } else {
                     Cow::Owned(v.to_string())
                 }
             }
             Err(_) => {
                 let nested = value.starts_with('{') || value.starts_with('[');
-                let may_hide = nested
-                    && ((self.defaults && has_name_part(value.as_bytes()))
-                        || self.json_paths.iter().any(|p| p.may_match_below(&steps)));
+                let may_hide = secret
+                    || nested
+                        && ((self.defaults && has_name_part(value.as_bytes()))
+                            || self.json_paths.iter().any(|p| p.may_match_below(&steps)));
                 if may_hide {
                     Cow::Owned(self.token(value.as_bytes()))
                 } else {
@@ -1005,10 +1008,17 @@ mod tests {
     fn difference_values_are_masked_by_location_and_content() {
         let m = masker("[[mask]]\njson_path = \"$.user.ssn\"\n");
         let tok = |v: &str| m.token(v.as_bytes());
-        // A harmless-looking value under a secret-looking member name.
-        assert_eq!(m.mask_difference("$.password", "\"abc\""), tok("\"abc\""));
-        assert_eq!(m.mask_difference("$.auth.refresh_token", "42"), tok("42"));
-        assert_eq!(m.mask_difference("$.user.ssn", "\"1\""), tok("\"1\""));
+        // A harmless-looking value under a secret-looking member name, masked as the same
+        // value is in the stored body (a string stays a string).
+        let quoted = |v: &str| format!("\"{}\"", tok(v));
+        assert_eq!(m.mask_difference("$.password", "\"abc\""), quoted("abc"));
+        assert_eq!(
+            m.mask_difference("$.auth.refresh_token", "42"),
+            quoted("42")
+        );
+        assert_eq!(m.mask_difference("$.user.ssn", "\"1\""), quoted("1"));
+        assert_eq!(m.mask_difference("$.password", "null"), tok("null"));
+        assert_eq!(m.mask_difference("$.password", "\"cut…"), tok("\"cut…"));
         // Content detectors.
         for (path, v, secret) in [
             ("$.email", "\"jane@example.com\"", "jane"),

@@ -3,3 +3,4 @@
 
 pub mod demo;
 pub mod http1;
+pub mod pcapgen;

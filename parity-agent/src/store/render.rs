@@ -490,6 +490,8 @@ pub fn render_show(r: &DiffRecord, width: usize, colour: bool) -> String {
     );
     let _ = writeln!(s, "{}┼{}", "─".repeat(col + 3), "─".repeat(col + 3));
     let (a, b) = (response_lines(&r.primary), response_lines(&r.mirror));
+    // A `body` difference (text or hash) marks the body lines that differ.
+    let body_differs = r.differences.iter().any(|d| d.path == "body");
     for (li, ri) in align(&a, &b) {
         let (l, rr) = (li.and_then(|i| a.get(i)), ri.and_then(|j| b.get(j)));
         let differs = match (l, rr) {
@@ -501,7 +503,8 @@ pub fn render_show(r: &DiffRecord, width: usize, colour: bool) -> String {
                 return format!("  {}", " ".repeat(col));
             };
             let text = pad(&fit(&ln.text, col), col);
-            if on_difference(ln.path.as_deref(), &r.differences) {
+            let body_line = body_differs && differs && ln.path.as_deref() == Some("body");
+            if body_line || on_difference(ln.path.as_deref(), &r.differences) {
                 format!("{} {}", paint(BOLD, "!"), paint(hot, &text))
             } else if differs {
                 format!("{} {}", paint(YELLOW, "~"), paint(YELLOW, &text))

@@ -295,6 +295,8 @@
 
   function sideBySide(a, b, diffs, titles) {
     const body = h('tbody');
+    // A `body` difference (text or hash) marks the body lines that differ.
+    const bodyDiffers = diffs.some((d) => d.path === 'body');
     for (const [i, j] of align(a, b)) {
       const l = i === null ? null : a[i];
       const r = j === null ? null : b[j];
@@ -303,7 +305,7 @@
         if (!line) return [h('td', { class: 'g gap' }), h('td', { class: 'gap' })];
         let cls = '';
         let mark = '';
-        if (onDiff(line.path, diffs)) { cls = hot; mark = '!'; }
+        if (onDiff(line.path, diffs) || (bodyDiffers && differs && line.path === 'body')) { cls = hot; mark = '!'; }
         else if (differs) { cls = 'soft'; mark = '~'; }
         return [
           h('td', { class: ('g ' + cls).trim(), text: mark }),
@@ -511,7 +513,7 @@
 
   // ---------------------------------------------------------------- one endpoint
 
-  function fieldTable(rows, unit, pair, endpoint, active) {
+  function fieldTable(rows, unit, pair, endpoint, active, base) {
     const kinds = [];
     const byPath = new Map();
     for (const r of rows) {
@@ -526,13 +528,16 @@
     const body = paths.map((f) => {
       const filterable = f.path !== 'other';
       const to = href(['pair', pair, 'endpoint', endpoint], { path: f.path });
+      const share = base ? Math.min(1, Math.max(...Object.values(f.counts)) / base) : null;
       return h('tr', { class: (filterable ? 'link' : '') + (active === f.path ? ' active' : ''), dataset: { field: f.path }, onclick: filterable ? () => { location.hash = to; } : null },
         h('td', { class: 'path mono' }, filterable ? h('a', { href: to, text: f.path }) : f.path),
-        kinds.map((k) => h('td', { class: 'num' }, f.counts[k] ? [kindTag(k), ' ', fmtInt(f.counts[k])] : h('span', { class: 'muted', text: '·' }))));
+        kinds.map((k) => h('td', { class: 'num' }, f.counts[k] ? [kindTag(k), ' ', fmtInt(f.counts[k])] : h('span', { class: 'muted', text: '·' }))),
+        base ? rateCell(share) : null);
     });
-    return h('table', { class: 'grid' },
-      h('thead', null, h('tr', null, h('th', { text: 'Field' }), kinds.map((k) => h('th', { class: 'num', text: k + ' (' + unit + ')' })))),
-      h('tbody', null, body.length ? body : h('tr', null, h('td', { colspan: kinds.length + 1, class: 'empty', text: 'No differences.' }))));
+    return h('table', { class: 'grid fields' },
+      h('thead', null, h('tr', null, h('th', { text: 'Field' }), kinds.map((k) => h('th', { class: 'num', text: k + ' (' + unit + ')' })),
+        base ? h('th', { class: 'num', text: 'Share of compared' }) : null)),
+      h('tbody', null, body.length ? body : h('tr', null, h('td', { colspan: kinds.length + 2, class: 'empty', text: 'No differences.' }))));
   }
 
   async function endpointView(pair, endpoint, params) {
@@ -564,7 +569,7 @@
     }
     out.push(h('h3', { text: 'Fields that differ' }));
     if (e && (e.differences || []).length) {
-      out.push(h('section', { class: 'card' }, fieldTable(e.differences.map((d) => ({ path: d.path, kind: d.kind, count: d.count })), 'pairs', pair, endpoint, path)));
+      out.push(h('section', { class: 'card' }, fieldTable(e.differences.map((d) => ({ path: d.path, kind: d.kind, count: d.count })), 'pairs', pair, endpoint, path, e.compared)));
     } else if (fields && fields.length) {
       out.push(h('section', { class: 'card' }, fieldTable(fields.map((f) => ({ path: f.pattern, kind: f.kind, count: f.records })), 'records', pair, endpoint, path)));
     } else {
