@@ -731,7 +731,7 @@ mod tests {
     #[test]
     fn show_colours_only_when_asked() {
         let out = render_show(&record(), 120, true);
-        assert!(out.contains(&format!("{RED}")) && out.contains(&format!("{GREEN}")));
+        assert!(out.contains(RED) && out.contains(GREEN));
     }
 
     #[test]

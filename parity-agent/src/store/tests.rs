@@ -613,3 +613,23 @@ fn open_for_without_a_store_section_is_none() {
     .unwrap();
     assert!(got.is_none());
 }
+
+#[test]
+fn logs_about_one_problem_are_rate_limited_and_count_what_was_suppressed() {
+    let mut l = super::writer::LogLimiter::new();
+    let t0 = Instant::now();
+    assert_eq!(l.allow(Outcome::Busy, t0), Some(0));
+    for i in 1..=5 {
+        assert_eq!(l.allow(Outcome::Busy, t0 + Duration::from_secs(i)), None);
+    }
+    assert_eq!(
+        l.allow(Outcome::DiskFull, t0),
+        Some(0),
+        "each reason has its own limit"
+    );
+    assert_eq!(
+        l.allow(Outcome::Busy, t0 + super::writer::LOG_EVERY),
+        Some(5),
+        "the next line says how many were suppressed"
+    );
+}

@@ -254,13 +254,13 @@ impl StoreStats {
 
 /// Rate limit of log lines per outcome.
 #[derive(Debug)]
-struct LogLimiter {
+pub(crate) struct LogLimiter {
     last: [Option<Instant>; 8],
     suppressed: [u64; 8],
 }
 
 impl LogLimiter {
-    fn new() -> LogLimiter {
+    pub(crate) fn new() -> LogLimiter {
         LogLimiter {
             last: [None; 8],
             suppressed: [0; 8],
@@ -268,7 +268,7 @@ impl LogLimiter {
     }
 
     /// `Some(n)` when a line may be logged now (`n` lines were suppressed since the last one).
-    fn allow(&mut self, o: Outcome, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, o: Outcome, now: Instant) -> Option<u64> {
         let i = o as usize;
         match self.last[i] {
             Some(t) if now.duration_since(t) < LOG_EVERY => {

@@ -559,10 +559,7 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
     if chunked {
         let mut out = Vec::new();
         let mut rest = &body[..];
-        loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
             let size = usize::from_str_radix(
                 String::from_utf8_lossy(&rest[..eol])
                     .split(';')
@@ -571,12 +568,12 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
                     .trim(),
                 16,
             )
-            .unwrap_or(0);
+            .expect("a chunk size");
             if size == 0 {
                 break;
             }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-            rest = &rest[eol + 2 + size + 2..];
+            out.extend_from_slice(rest.get(eol + 2..eol + 2 + size).expect("a whole chunk"));
+            rest = rest.get(eol + 4 + size..).unwrap_or_default();
         }
         body = out;
     }
