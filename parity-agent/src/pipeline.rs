@@ -121,8 +121,6 @@ pub struct Pipeline {
     http: HttpTracker,
     classifier: Classifier,
     namers: Vec<EndpointNamer>,
-    /// Keeps secrets in URL paths out of endpoint labels (metrics, summary, store).
-    label_masker: Arc<Masker>,
     matcher: Matcher,
     pair_names: Vec<String>,
     flow_memory: usize,
@@ -150,8 +148,9 @@ impl Pipeline {
         hook: Option<VerdictHook>,
     ) -> Pipeline {
         let limits = &cfg.limits;
-        // Labels need the rules only, not the install's key: a sensitive segment becomes a
-        // constant. They are masked even under `--unmasked` so metric series do not change.
+        // Labels (metrics, summary, store) need the rules only, not the install's key: a
+        // sensitive path segment becomes a constant. They are masked even under `--unmasked`
+        // so metric series do not change with a debugging flag.
         let label_masker = Arc::new(Masker::new(cfg, [0; 32], true));
         let compare = (!cfg.pairs.is_empty()).then(|| {
             CompareQueue::start(
@@ -173,9 +172,11 @@ impl Pipeline {
             namers: cfg
                 .pairs
                 .iter()
-                .map(|p| EndpointNamer::new(&p.endpoints, p.max_endpoints))
+                .map(|p| {
+                    EndpointNamer::new(&p.endpoints, p.max_endpoints)
+                        .with_masker(label_masker.clone())
+                })
                 .collect(),
-            label_masker,
             matcher: Matcher::new(
                 cfg.pairs
                     .iter()
@@ -426,10 +427,7 @@ impl Pipeline {
             .with_label_values(&[pair_name, role.as_str()])
             .inc();
         let endpoint = match (&ex.request, self.namers.get_mut(pair)) {
-            (Some(req), Some(namer)) => {
-                let uri = req.uri_str();
-                namer.name(&req.method_str(), &self.label_masker.mask_label_path(&uri))
-            }
+            (Some(req), Some(namer)) => namer.name(&req.method_str(), &req.uri_str()),
             _ => Arc::from("other"),
         };
         if let (None, Some(lat)) = (ex.incomplete, ex.latency_nanos()) {

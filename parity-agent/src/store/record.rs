@@ -387,10 +387,13 @@ fn body_view(masker: &Masker, headers: &Headers, body: &Body, max_body: usize) -
         Some(b'{' | b'[')
     );
     let declared_json = ct_lower.contains("json");
-    let parses = (declared_json || (content_type.is_none() && starts_json))
-        && serde_json::from_slice::<serde_json::Value>(kept).is_ok();
-    let text = if parses {
-        masker.mask_body(Some("application/json"), kept)
+    let parsed = (declared_json || (content_type.is_none() && starts_json))
+        .then(|| serde_json::from_slice::<serde_json::Value>(kept).ok())
+        .flatten();
+    let text = if let Some(mut v) = parsed {
+        // What `Masker::mask_body` does for JSON, without parsing the body a second time.
+        masker.mask_json(&mut v);
+        serde_json::to_string_pretty(&v).unwrap_or_default()
     } else if masker.is_active()
         && masker.has_json_path_rules()
         && (declared_json || starts_json)

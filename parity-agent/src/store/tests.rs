@@ -633,3 +633,93 @@ fn logs_about_one_problem_are_rate_limited_and_count_what_was_suppressed() {
         "the next line says how many were suppressed"
     );
 }
+
+/// Throughput of the whole write path (hook → queue → masking → batched inserts) and the cost
+/// of the hook on the comparison thread. A benchmark: run it with
+/// `cargo test --release -p parity-agent --no-default-features --lib store_write_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run with --ignored --nocapture (ideally --release)"]
+fn store_write_throughput() {
+    const N: usize = 20_000;
+    let f = Fixture::new();
+    let mut opts = f.opts();
+    opts.policy = QueuePolicy::Block;
+    let w = f.writer(opts);
+    let mut hook = w.hook();
+    let items: String = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"sku":"SKU-{i:04}","qty":{i},"price":{}.99,"name":"item number {i}"}}"#,
+                i * 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let body_p = format!(
+        r#"{{"id":1,"items":[{items}],"tax":1.52,"total":99.5,"currency":"EUR","customer":"c-1"}}"#
+    );
+    let body_m = body_p.replace("\"tax\":1.52", "\"tax\":1.90");
+    let jobs: Vec<PairJob> = (0..N)
+        .map(|i| {
+            job(
+                &format!("bench-{i}"),
+                "GET /api/orders/{id}",
+                body_p.as_bytes(),
+                body_m.as_bytes(),
+            )
+        })
+        .collect();
+    let v = verdict(true);
+    let t = Instant::now();
+    for j in &jobs {
+        hook("checkout", j, &v);
+    }
+    w.sync();
+    let elapsed = t.elapsed();
+    let c = w.counts();
+    assert_eq!(c.stored(), N as u64);
+    let size = files_size(&f.path);
+    eprintln!(
+        "store write path: {N} records ({} B JSON body each side) in {:.2} s: {:.0} records/s, {} transactions, {:.1} MiB on disk ({} B per record)",
+        body_p.len(),
+        elapsed.as_secs_f64(),
+        N as f64 / elapsed.as_secs_f64(),
+        c.batches,
+        size as f64 / (1 << 20) as f64,
+        size / N as u64
+    );
+    // Masking alone (what the writer thread spends per record before SQLite).
+    let masker = f.masker();
+    let t = Instant::now();
+    let mut bytes = 0;
+    for j in jobs.iter().take(5000) {
+        bytes += super::record::build_row(&masker, "checkout", j, &v, 1 << 20)
+            .primary_json
+            .len();
+    }
+    eprintln!(
+        "masking and encoding: {:.1} µs per record ({bytes} bytes)",
+        t.elapsed().as_secs_f64() * 1e6 / 5000.0
+    );
+    // The hook alone, as the comparison thread pays it: the writer is parked on a lock held
+    // by another connection, so nothing competes with the hook (the queue never fills).
+    let mut opts = f.opts();
+    opts.path = f.path.with_file_name("hook.db");
+    opts.queue = N + 10;
+    opts.busy_timeout = Duration::from_secs(60);
+    let w2 = f.writer(opts);
+    let mut hook2 = w2.hook();
+    let other = Connection::open(f.path.with_file_name("hook.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t = Instant::now();
+    for j in &jobs {
+        hook2("checkout", j, &v);
+    }
+    let per = t.elapsed().as_nanos() as f64 / N as f64;
+    other.execute_batch("COMMIT").unwrap();
+    eprintln!("hook on the comparison thread: {per:.0} ns per stored record (clone + enqueue)");
+    drop(hook);
+    drop(hook2);
+    w.finish();
+    w2.finish();
+}
