@@ -455,3 +455,39 @@ fn the_generated_capture_reads_back_segment_for_segment() {
     );
     assert!(payload > 10_000);
 }
+
+/// On a terminal `diffs show` colours the marks; `NO_COLOR` turns that off. The terminal is a
+/// pseudo-terminal from util-linux `script`.
+#[test]
+fn diffs_colours_on_a_terminal_unless_no_color() {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("util-linux `script` is missing and CI=true: refusing to skip");
+        }
+        eprintln!("SKIPPED: diffs colour test needs util-linux `script` for a terminal");
+        return;
+    }
+    let f = Fixture::new(0.0);
+    replay(&f, &[]);
+    let cmd = format!("{} diffs --db {} show 1", bin(), f.db.display());
+    let tty = |no_color: Option<&str>| {
+        let mut c = std::process::Command::new("/usr/bin/script");
+        c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let coloured = tty(None);
+    assert!(
+        coloured.contains("\x1b[31m") && coloured.contains("\x1b[32m"),
+        "{coloured}"
+    );
+    assert!(
+        !tty(Some("1")).contains('\x1b'),
+        "NO_COLOR=1 turns colour off"
+    );
+    assert!(tty(Some("")).contains('\x1b'), "an empty NO_COLOR does not");
+}

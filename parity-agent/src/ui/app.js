@@ -309,7 +309,8 @@
         else if (differs) { cls = 'soft'; mark = '~'; }
         return [
           h('td', { class: ('g ' + cls).trim(), text: mark }),
-          h('td', { class: cls || null, dataset: line.path ? { path: line.path } : null, text: line.text }),
+          // An empty line keeps its height (a no-break space), as in a terminal.
+          h('td', { class: cls || null, dataset: line.path ? { path: line.path } : null, text: line.text === '' ? '\u00a0' : line.text }),
         ];
       };
       const [lg, lt] = cells(l, 'hot-p');
@@ -483,12 +484,12 @@
       if (r.difference_count > (r.differences || []).length) firsts.push(h('div', { class: 'muted', text: '+ ' + (r.difference_count - r.differences.length) + ' more' }));
       return h('tr', { class: 'link', dataset: { record: String(r.id) }, onclick: () => { location.hash = to; } },
         h('td', { class: 'num' }, h('a', { href: to, text: '#' + r.id })),
-        h('td', { class: 'mono', text: fmtTime(r.time) }),
+        h('td', { class: 'mono nowrap', text: fmtTime(r.time) }),
         withEndpoint ? h('td', { class: 'mono', text: r.pair }) : null,
         withEndpoint ? h('td', { class: 'ep', text: r.endpoint }) : null,
         h('td', { class: 'mono', text: r.correlation_id }),
         h('td', { class: 'num mono', text: (r.primary_status ?? '–') + ' / ' + (r.mirror_status ?? '–') }),
-        h('td', { class: 'num mono', text: fmtSecs(r.primary_latency_seconds) + ' / ' + fmtSecs(r.mirror_latency_seconds) }),
+        h('td', { class: 'num mono nowrap', text: fmtSecs(r.primary_latency_seconds) + ' / ' + fmtSecs(r.mirror_latency_seconds) }),
         h('td', { class: 'num', text: fmtInt(r.difference_count) }),
         h('td', null, firsts));
     });
