@@ -1,5 +1,6 @@
 //! Fixtures shared by parity's end-to-end tests and the demo: HTTP upstreams and clients,
-//! network namespaces and cgroups, the agent process, and test preconditions.
+//! network namespaces and cgroups, the agent process, synthetic captures, and test
+//! preconditions.
 
 pub mod agent;
 pub mod demo;
@@ -7,3 +8,4 @@ pub mod env;
 pub mod fixture;
 pub mod http1;
 pub mod netns;
+pub mod pcapgen;
