@@ -241,12 +241,12 @@ impl Masker {
             return false;
         }
         let b = v.as_bytes();
-        let s = Suspects::scan(b);
+        let s = Suspects::scan(b, &self.name_parts);
         (s.at && self.email.is_match(v))
             || (s.jwt && self.jwt.is_match(v))
             || (s.bearer && self.bearer.is_match(v))
             || (s.digits >= 13 && has_card_number(b))
-            || (self.has_name_part(b) && self.assignment.is_match(v))
+            || (s.name_part && self.assignment.is_match(v))
     }
 
     /// Does `b` contain one of [`DEFAULT_NAME_PARTS`], in any case? (One vectorised search.)
@@ -267,11 +267,40 @@ impl Masker {
         {
             return Some(self.token(value));
         }
-        if self.regexes.is_empty() && !Suspects::scan(value).any() && !self.has_name_part(value) {
+        if self.regexes.is_empty() && !Suspects::scan(value, &self.name_parts).any() {
             return None;
         }
         let text = String::from_utf8_lossy(value);
         self.value_is_sensitive(&text).then(|| self.token(value))
+    }
+
+    /// [`Masker::mask_header_bytes`] remembering values found clean in `cache`: header values
+    /// repeat from exchange to exchange (hosts, agents, content types), so most are checked
+    /// once. A cache hit compares the whole value, never only a hash.
+    pub fn mask_header_cached(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        cache: &mut CleanCache,
+    ) -> Option<String> {
+        if !self.active {
+            return None;
+        }
+        if self
+            .headers
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        {
+            return Some(self.token(value));
+        }
+        if cache.contains(value) {
+            return None;
+        }
+        let masked = self.mask_header_bytes(name, value);
+        if masked.is_none() {
+            cache.insert(value);
+        }
+        masked
     }
 
     /// The request target masked, `None` when nothing in it needs masking.
@@ -282,8 +311,7 @@ impl Masker {
         let has_query = memchr::memchr(b'?', uri).is_some();
         if !has_query
             && self.regexes.is_empty()
-            && !Suspects::scan(uri).any()
-            && !self.has_name_part(uri)
+            && !Suspects::scan(uri, &self.name_parts).any()
             && memchr::memchr(b'%', uri).is_none()
         {
             return None;
@@ -747,6 +775,51 @@ impl Masker {
     }
 }
 
+/// Header values a [`Masker`] found clean, in a small direct-mapped table (values up to
+/// [`CleanCache::MAX_VALUE`] bytes; a colliding value replaces the older one). Valid for one
+/// masker: its rules never change.
+pub struct CleanCache {
+    slots: Vec<Option<Box<[u8]>>>,
+}
+
+impl Default for CleanCache {
+    fn default() -> Self {
+        CleanCache {
+            slots: vec![None; CleanCache::SLOTS],
+        }
+    }
+}
+
+impl CleanCache {
+    const SLOTS: usize = 1024;
+    /// Longest value cached.
+    pub const MAX_VALUE: usize = 256;
+
+    fn slot(value: &[u8]) -> usize {
+        use std::hash::Hasher;
+        let mut h = rustc_hash::FxHasher::default();
+        h.write(value);
+        (h.finish() as usize) % Self::SLOTS
+    }
+
+    fn contains(&self, value: &[u8]) -> bool {
+        value.len() <= Self::MAX_VALUE
+            && self
+                .slots
+                .get(Self::slot(value))
+                .and_then(Option::as_deref)
+                .is_some_and(|v| v == value)
+    }
+
+    fn insert(&mut self, value: &[u8]) {
+        if value.len() <= Self::MAX_VALUE {
+            if let Some(slot) = self.slots.get_mut(Self::slot(value)) {
+                *slot = Some(value.into());
+            }
+        }
+    }
+}
+
 /// What a single pass over a value found that a detector could match: the expensive checks
 /// run only when their cheap precondition holds.
 #[derive(Default)]
@@ -754,26 +827,28 @@ struct Suspects {
     at: bool,
     jwt: bool,
     bearer: bool,
+    name_part: bool,
     digits: usize,
 }
 
 impl Suspects {
-    fn scan(b: &[u8]) -> Suspects {
-        // Each check is a vectorised search or count over the whole value.
-        let bearer = memchr::memchr2_iter(b'b', b'B', b).any(|i| {
-            b.get(i..i + 6)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
-        });
+    /// Each check is a vectorised search or count over the whole value; the name-part search
+    /// (for `password=...`-style assignments) runs only when the value has `=` or `:`.
+    fn scan(b: &[u8], name_parts: &regex::bytes::Regex) -> Suspects {
+        let bearer = memchr::memchr2_iter(b'b', b'B', b)
+            .any(|i| starts_with_ignore_case(&b[i..], b"bearer"));
+        let name_part = memchr::memchr2(b'=', b':', b).is_some() && name_parts.is_match(b);
         Suspects {
             at: memchr::memchr(b'@', b).is_some(),
             jwt: memchr::memmem::find(b, b"eyJ").is_some(),
             bearer,
+            name_part,
             digits: b.iter().filter(|c| c.is_ascii_digit()).count(),
         }
     }
 
     fn any(&self) -> bool {
-        self.at || self.jwt || self.bearer || self.digits >= 13
+        self.at || self.jwt || self.bearer || self.name_part || self.digits >= 13
     }
 }
 
@@ -790,6 +865,11 @@ pub fn location_steps(path: &str) -> Option<Vec<Step>> {
             _ => None,
         })
         .collect()
+}
+
+fn starts_with_ignore_case(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
 }
 
 fn percent_decode(s: &str) -> String {

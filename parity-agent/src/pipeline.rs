@@ -52,6 +52,7 @@ pub struct RecordSink {
     out: Box<dyn Write + Send>,
     buf: Vec<u8>,
     masker: Arc<Masker>,
+    clean: crate::mask::CleanCache,
 }
 
 impl RecordSink {
@@ -61,11 +62,12 @@ impl RecordSink {
             out,
             buf: Vec::with_capacity(1 << 16),
             masker,
+            clean: crate::mask::CleanCache::default(),
         }
     }
 
     fn write(&mut self, ex: &Exchange) -> std::io::Result<()> {
-        record::write_record_masked(ex, Some(&self.masker), &mut self.buf);
+        record::write_record_masked(ex, Some(&self.masker), &mut self.clean, &mut self.buf);
         if self.buf.len() >= 1 << 16 {
             self.flush_buf()?;
         }
