@@ -139,7 +139,10 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    sh(cargo().args([
+    // `+nightly` is rustup's syntax: call the rustup proxy, not the toolchain's cargo.
+    let mut nightly = Command::new("cargo");
+    nightly.current_dir(crate::root());
+    sh(nightly.args([
         "+nightly",
         "clippy",
         "-p",
