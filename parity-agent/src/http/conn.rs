@@ -1028,10 +1028,20 @@ impl Conn {
                 n
             }
             Ok((n, false)) if n > 0 => n,
-            Ok(_) | Err(_) => {
+            Ok(_) => {
                 self.finish_body(dir, Some(IncompleteReason::Malformed), ctx);
                 self.enter_resync(dir, false, ctx);
                 0
+            }
+            Err(e) => {
+                // What the reader consumed was framing and body; only the offending bytes
+                // (with their part from earlier events) are scanned for the next message.
+                self.finish_body(dir, Some(IncompleteReason::Malformed), ctx);
+                self.enter_resync(dir, false, ctx);
+                if !e.held.is_empty() {
+                    self.run(dir, ts, &Bytes::from(e.held), 0, ctx);
+                }
+                e.at
             }
         }
     }

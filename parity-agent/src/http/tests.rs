@@ -1214,3 +1214,47 @@ fn thread_cpu_secs() -> f64 {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): after a bad chunk-size line the
+/// resync rescanned the whole event from where the body reader started, so the chunk data
+/// already taken as body was counted again as skipped, more or less depending on how the
+/// stream was cut into events.
+#[test]
+fn bad_chunk_line_skips_only_the_bad_line_in_any_split() {
+    let input: &[u8] = b"PUT /url HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n\r\n";
+    for cut in 0..=input.len() {
+        let mut t = T::new();
+        t.data(C, &input[..cut]).data(C, &input[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert_eq!(xs.len(), 1, "cut {cut}");
+        let body = &xs[0].request.as_ref().expect("request").body;
+        assert_eq!(&body.kept[..], b"foo", "cut {cut}");
+        assert_eq!(
+            xs[0].incomplete,
+            Some(IncompleteReason::Malformed),
+            "cut {cut}"
+        );
+        // The empty line where a chunk size belongs, and nothing else.
+        assert_eq!(t.tr.stats().skipped(SkipReason::Resync), 2, "cut {cut}");
+    }
+}
+
+/// The same bug on the server side: a status line inside a bad chunk-size line was found or
+/// missed depending on where the line was cut, because the line's part from an earlier event
+/// was not rescanned.
+#[test]
+fn status_line_in_a_bad_chunk_line_is_found_in_any_split() {
+    let resp: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\nxHTTP/1.1 204 No Content\r\n\r\n";
+    for cut in 0..=resp.len() {
+        let mut t = T::new();
+        t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        t.bytewise(S, &resp[..cut]).data(S, &resp[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        let statuses: Vec<Option<u16>> = xs
+            .iter()
+            .map(|x| x.response.as_ref().map(|r| r.status))
+            .collect();
+        assert_eq!(statuses, [Some(200), Some(204)], "cut {cut}");
+        assert_eq!(t.tr.stats().skipped(SkipReason::Resync), 1, "cut {cut}");
+    }
+}
