@@ -1258,3 +1258,38 @@ fn status_line_in_a_bad_chunk_line_is_found_in_any_split() {
         assert_eq!(t.tr.stats().skipped(SkipReason::Resync), 1, "cut {cut}");
     }
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): a connection whose first bytes are
+/// not HTTP was counted as non-HTTP when its first event was short, but as an oversized head
+/// (`header_cap`, then resync) when the same bytes came in one event longer than
+/// `max_header_bytes`, because the size check ran before the start-line check.
+#[test]
+fn garbage_longer_than_the_head_cap_is_non_http_in_any_split() {
+    let small = HttpConfig {
+        max_header_bytes: 200,
+        ..cfg()
+    };
+    let mut garbage = b"\xabT /1 HTTP/1.1\r\nHost: a\r\n".to_vec();
+    garbage.resize(1000, b'x');
+    for (dir, cut) in [(S, 0), (S, 1), (S, 500), (C, 0), (C, 1), (C, 500)] {
+        let mut t = T::with(small.clone());
+        t.data(dir, &garbage[..cut]).data(dir, &garbage[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert!(xs.is_empty(), "{dir:?} cut {cut}: {xs:?}");
+        let st = t.tr.stats();
+        assert_eq!(st.non_http_connections, 1, "{dir:?} cut {cut}");
+        assert_eq!(st.skipped(SkipReason::NonHttp), 1000, "{dir:?} cut {cut}");
+    }
+    // Garbage after a message, longer than the cap: a resync in any split, never header_cap.
+    for cut in [0, 1, 500] {
+        let mut t = T::with(small.clone());
+        t.data(C, b"GET / HTTP/1.1\r\n\r\n");
+        t.data(C, &garbage[..cut]).data(C, &garbage[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert!(
+            xs.iter()
+                .all(|x| x.incomplete != Some(IncompleteReason::HeaderCap)),
+            "cut {cut}: {xs:?}"
+        );
+    }
+}
