@@ -666,8 +666,11 @@ impl Conn {
                 let keep = cap.saturating_sub(r.buf.len()).min(e);
                 r.buf.extend_from_slice(&avail[..keep]);
                 self.cut_head(dir, ts, IncompleteReason::HeaderCap, ctx);
-                self.enter_resync(dir, true, ctx);
-                return e;
+                // The rest of the head is scanned like any bytes after a cut head, as it must
+                // be when its end is not in this event (the branch below): where the stream was
+                // cut into events must not decide what is found after the cap.
+                self.enter_resync(dir, false, ctx);
+                return keep;
             }
             let head = if r.buf.is_empty() {
                 data.slice(pos..pos + e)
@@ -691,8 +694,11 @@ impl Conn {
             let keep = cap.saturating_sub(r.buf.len());
             r.buf.extend_from_slice(&avail[..keep]);
             self.cut_head(dir, ts, IncompleteReason::HeaderCap, ctx);
+            // The bytes after the cap are scanned for the next message (and counted as
+            // skipped), not dropped with the head: a message after an oversized head in the same
+            // event would otherwise be lost, and found had the event been cut at the cap.
             self.enter_resync(dir, false, ctx);
-            return avail.len();
+            return keep;
         }
         if r.buf.is_empty() && !r.line_ok {
             match check_start_line(kind, avail) {

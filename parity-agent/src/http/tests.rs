@@ -1293,3 +1293,54 @@ fn garbage_longer_than_the_head_cap_is_non_http_in_any_split() {
         );
     }
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): when a head passed
+/// `max_header_bytes` and its end was not in the same event, the rest of the event was dropped
+/// with it, unscanned and uncounted, so a response that followed in the same event was lost;
+/// cut into smaller events, the same bytes were scanned and the response found. When the end
+/// was in the event, the rest of the head was skipped unscanned instead.
+#[test]
+fn bytes_after_an_oversized_head_are_scanned_in_any_split() {
+    let small = HttpConfig {
+        max_header_bytes: 200,
+        ..cfg()
+    };
+    let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..20 {
+        resp.extend_from_slice(format!("X-Filler-{i}: 0123456789\r\n").as_bytes());
+    }
+    let head_end = resp.len() + 2;
+    // No blank line: the oversized head never ends, then a complete response.
+    resp.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+    let with_end = {
+        let mut r = resp[..head_end - 2].to_vec();
+        r.extend_from_slice(b"\r\nHTTP/1.1 204 No Content\r\n\r\n");
+        r
+    };
+    for (name, input) in [("endless", &resp), ("ended", &with_end)] {
+        let mut skipped = None;
+        for cut in [0, 100, 200, 250, head_end, input.len()] {
+            let cut = cut.min(input.len());
+            let mut t = T::with(small.clone());
+            t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+            t.data(S, &input[..cut]).data(S, &input[cut..]);
+            let xs = t.close(CloseReason::Fin);
+            let statuses: Vec<Option<u16>> = xs
+                .iter()
+                .map(|x| x.response.as_ref().map(|r| r.status))
+                .collect();
+            assert_eq!(statuses, [Some(200), Some(204)], "{name} cut {cut}");
+            assert_eq!(
+                xs[0].incomplete,
+                Some(IncompleteReason::HeaderCap),
+                "{name} cut {cut}"
+            );
+            let s = t.tr.stats().skipped(SkipReason::Resync);
+            assert_eq!(
+                *skipped.get_or_insert(s),
+                s,
+                "{name} cut {cut}: skipped bytes differ"
+            );
+        }
+    }
+}
