@@ -309,10 +309,12 @@ impl Masker {
             return None;
         }
         let has_query = memchr::memchr(b'?', uri).is_some();
+        // A percent-encoded segment can hide an address from the scan (`bob%40example.com`).
+        let encoded = memchr::memchr(b'%', uri).is_some();
         if !has_query
+            && !encoded
             && self.regexes.is_empty()
             && !Suspects::scan(uri, &self.name_parts).any()
-            && memchr::memchr(b'%', uri).is_none()
         {
             return None;
         }
@@ -434,7 +436,7 @@ impl Masker {
             if i > 0 {
                 out.push('/');
             }
-            if self.segment_is_sensitive(seg) {
+            if self.part_is_sensitive(seg) {
                 out.push_str(&self.token(seg.as_bytes()));
                 changed = true;
             } else {
@@ -451,13 +453,18 @@ impl Masker {
                     Some((k, v)) => (k, Some(v)),
                     None => (kv, None),
                 };
-                out.push_str(k);
+                // A name is data too (`?alice@example.com`, `?Bearer%20abc`): masked by content.
+                if self.part_is_sensitive(k) {
+                    out.push_str(&self.token(k.as_bytes()));
+                    changed = true;
+                } else {
+                    out.push_str(k);
+                }
                 if let Some(v) = v {
                     out.push('=');
-                    let decoded = percent_decode(v);
                     let by_name = self.secret_name(k)
                         || self.query_params.iter().any(|p| p.eq_ignore_ascii_case(k));
-                    if by_name || self.value_is_sensitive(&decoded) {
+                    if by_name || self.part_is_sensitive(v) {
                         out.push_str(&self.token(v.as_bytes()));
                         changed = true;
                     } else {
@@ -471,6 +478,14 @@ impl Masker {
         } else {
             Cow::Borrowed(uri)
         }
+    }
+
+    /// Is a path segment, query name or query value sensitive as sent or percent-decoded?
+    /// Both, because decoding can reveal a match (`bob%40example.com`) as well as hide one
+    /// (`%ff@example.com` decodes to no address).
+    fn part_is_sensitive(&self, raw: &str) -> bool {
+        self.value_is_sensitive(raw)
+            || (raw.contains(['%', '+']) && self.value_is_sensitive(&percent_decode(raw)))
     }
 
     /// Mask a JSON document in place: members with secret names, configured paths, and
@@ -547,13 +562,6 @@ impl Masker {
                     .any(|n| self.json_paths.iter().any(|p| p.matches(&steps[..n]))))
     }
 
-    /// A path segment (or any short token) that must not leave as is, also when it is
-    /// percent-encoded (`jane%40example.com`).
-    fn segment_is_sensitive(&self, seg: &str) -> bool {
-        self.value_is_sensitive(seg)
-            || (seg.contains('%') && self.value_is_sensitive(&percent_decode(seg)))
-    }
-
     /// The path of a request target for an endpoint label: query and fragment dropped, and every
     /// segment that looks sensitive replaced by [`LABEL_PLACEHOLDER`]. Labels become metric
     /// label values, so they depend on the rules only (not on the key, nor on `--unmasked`).
@@ -570,7 +578,7 @@ impl Masker {
             if i > 0 {
                 out.push('/');
             }
-            if self.segment_is_sensitive(seg) {
+            if self.part_is_sensitive(seg) {
                 out.push_str(LABEL_PLACEHOLDER);
                 changed = true;
             } else {
@@ -1037,6 +1045,35 @@ mod tests {
             !u.contains("jane@example.com") && u.starts_with("/users/"),
             "{u}"
         );
+    }
+
+    /// Found by the `mask_record` fuzzer: a query part without `=` (or the name before it) was
+    /// written as it was, so `?tok1 1111, Bearer abc.def` or `?alice@example.com` left the agent
+    /// unmasked; and content was only checked percent-decoded in values and never decoded in
+    /// path segments, so `/users/bob%40example.com` leaked too.
+    #[test]
+    fn query_names_and_encoded_segments_are_masked_by_content() {
+        let m = masker("");
+        for (uri, secret) in [
+            (
+                "/users/bob@example.org/cart?tok1 1111, Bearer abc.def",
+                "Bearer abc.def",
+            ),
+            ("/search?alice@example.com", "alice@example.com"),
+            ("/search?alice@example.com=1", "alice@example.com"),
+            ("/users/bob%40example.com/cart", "bob%40example.com"),
+            ("/q?x=%ff@example.com", "@example.com"),
+        ] {
+            let masked = m.mask_uri(uri);
+            assert!(!masked.contains(secret), "{uri} -> {masked}");
+            assert_eq!(
+                m.mask_uri_bytes(uri.as_bytes()).as_deref(),
+                Some(&*masked),
+                "{uri}"
+            );
+        }
+        assert_eq!(m.mask_uri("/a%20b?page=2&q=ok+go"), "/a%20b?page=2&q=ok+go");
+        assert_eq!(m.mask_uri_bytes(b"/a%20b?page=2"), None);
     }
 
     #[test]
