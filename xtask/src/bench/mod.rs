@@ -32,6 +32,7 @@ mod tools;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -83,6 +84,61 @@ impl Ctx {
     }
 }
 
+/// Set by SIGINT or SIGTERM: no further benchmark starts.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The write end of the pipe the signal handler wakes the watcher thread through.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; one byte from a static buffer.
+        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// On SIGINT or SIGTERM, stop the bench's children (nginx, wrk, tcpdump, the agent), so the
+/// benchmark running fails at once and its guards remove what it created (a cgroup, its work
+/// directory) on the way out, instead of the process dying with them in place. A handler (not
+/// a blocked mask, which children would inherit) wakes a watcher thread through a pipe; exec
+/// resets handled signals to their default in the children.
+fn stop_on_signals() -> Result<()> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    WAKE_FD.store(fds[1], Ordering::SeqCst);
+    let read_fd = fds[0];
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        // SAFETY: read(2) into a local buffer from the pipe's read end, which stays open.
+        while unsafe { libc::read(read_fd, b.as_mut_ptr().cast(), 1) } == 1 {
+            if !STOPPING.swap(true, Ordering::SeqCst) {
+                eprintln!("bench: interrupted: stopping the running benchmark and cleaning up");
+            }
+            for child in procs::children(std::process::id()) {
+                procs::signal(child, libc::SIGTERM);
+            }
+        }
+    });
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installing a handler that only calls write(2); the struct is zeroed first,
+        // which is a valid (empty) mask and no flags.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_flags = libc::SA_RESTART;
+            if libc::sigaction(sig, &act, std::ptr::null_mut()) != 0 {
+                bail!("sigaction: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn is_root_or_skip(name: &str) -> Result<bool> {
     if util::is_root() {
         return Ok(true);
@@ -110,6 +166,7 @@ pub fn run(names: &[String], quick: bool) -> Result<()> {
         .map(|(k, _)| *k)
         .filter(|k| names.is_empty() || names.iter().any(|n| n == k))
         .collect();
+    stop_on_signals()?;
     setup::run(setup::Scope::All)?;
     let load_before = loadavg();
     let started = Instant::now();
@@ -160,6 +217,10 @@ pub fn run(names: &[String], quick: bool) -> Result<()> {
         .collect();
     let mut capture_done = false;
     for name in &selected {
+        if STOPPING.load(Ordering::SeqCst) {
+            errors.push((name.to_string(), "not run: interrupted".into()));
+            continue;
+        }
         let t = Instant::now();
         let result = match *name {
             "compare" => compare::run(&ctx),

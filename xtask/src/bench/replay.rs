@@ -104,7 +104,9 @@ struct Series {
     agent_mbs: Vec<f64>,
     agent_xps: Vec<f64>,
     agent_rss: Vec<f64>,
+    agent_cpu_mbs: Vec<f64>,
     tshark_mbs: Vec<f64>,
+    tshark_cpu_mbs: Vec<f64>,
     tshark_rss: Vec<f64>,
     read_mbs: Vec<f64>,
 }
@@ -261,6 +263,19 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 a / b
             })
             .target(Target::ratio_at_least(50.0)),
+        );
+        rows.push(
+            Row::new(
+                BENCH,
+                &format!("{what}: MB per CPU second (user + system)"),
+                s.agent_cpu_mbs,
+            )
+            .peer(
+                "tshark (MB per CPU s)",
+                s.tshark_cpu_mbs,
+                "parity ÷ tshark",
+                |a, b| a / b,
+            ),
         );
         rows.push(Row::new(
             BENCH,
