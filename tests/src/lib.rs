@@ -9,3 +9,4 @@ pub mod fixture;
 pub mod http1;
 pub mod netns;
 pub mod pcapgen;
+pub mod tcpdump;

@@ -13,6 +13,7 @@ use parity_tests::agent::{metric_value, Agent, AgentOpts};
 use parity_tests::demo::{self, Side};
 use parity_tests::env;
 use parity_tests::http1::Client;
+use parity_tests::tcpdump::Tcpdump;
 use serde_json::Value;
 
 struct Killed(Child);
@@ -173,14 +174,11 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
             .spawn()?,
     );
     let pcap = dir.path().join("mirror.pcap");
-    let tcpdump = Killed(
-        Command::new("tcpdump")
-            .args(["-i", "lo", "-s", "0", "-B", "65536", "-U", "-w"])
-            .arg(&pcap)
-            .arg(format!("tcp port {p_port} or tcp port {m_port}"))
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let tcpdump = Tcpdump::start(
+        "lo",
+        &pcap,
+        &format!("tcp port {p_port} or tcp port {m_port}"),
+    )?;
 
     let config = format!(
         "{}\n[limits]\nidle_timeout = \"30s\"\n",
@@ -300,8 +298,12 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
 
     let status = agent.stop()?;
     assert!(status.success(), "agent exit: {status}");
-    drop(tcpdump);
+    let dumped = tcpdump.stop()?;
     drop(nginx);
+    assert_eq!(
+        dumped.dropped, 0,
+        "tcpdump lost packets ({dumped:?}): the offline comparison cannot be exact"
+    );
     assert!(env::which("bpftool").is_some());
     assert_eq!(
         parity_tests::netns::parity_in_kernel()?,
