@@ -233,6 +233,7 @@ impl Pipeline {
         self.drain_events();
         self.matcher.expire(self.now, &mut self.outcomes);
         self.drain_outcomes();
+        self.flush_compare();
     }
 
     /// End of input: close every flow, time out every pending exchange, wait for the comparison
@@ -243,6 +244,7 @@ impl Pipeline {
         self.drain_events();
         self.matcher.finish(&mut self.outcomes);
         self.drain_outcomes();
+        self.flush_compare();
         if let Some(c) = self.compare.take() {
             c.finish();
         }
@@ -442,20 +444,35 @@ impl Pipeline {
             match o {
                 MatchOutcome::Unmatched(u) => self.count_unmatched(&u),
                 MatchOutcome::Compare(job) => {
-                    let Some(q) = &self.compare else {
+                    let Some(q) = &mut self.compare else {
                         continue;
                     };
-                    if let Err(job) = q.send(job) {
-                        let u = Unmatched {
-                            pair: job.pair,
-                            endpoint: job.endpoint.clone(),
-                            fault: Fault::Both,
-                            reason: UnmatchedReason::QueueFull,
-                        };
-                        self.count_unmatched(&u);
-                    }
+                    let rejected = q.push(job);
+                    self.count_queue_full(rejected);
                 }
             }
+        }
+    }
+
+    /// Hand the pairs gathered so far to the comparison thread. The pipeline sends them in
+    /// batches (one wake-up of the thread per batch, not per pair); the live loop calls this
+    /// after every batch of captured segments so a pair never waits for a full batch.
+    pub fn flush_compare(&mut self) {
+        if let Some(q) = &mut self.compare {
+            let rejected = q.flush();
+            self.count_queue_full(rejected);
+        }
+    }
+
+    fn count_queue_full(&self, rejected: Vec<Box<PairJob>>) {
+        for job in rejected {
+            let u = Unmatched {
+                pair: job.pair,
+                endpoint: job.endpoint.clone(),
+                fault: Fault::Both,
+                reason: UnmatchedReason::QueueFull,
+            };
+            self.count_unmatched(&u);
         }
     }
 
@@ -476,24 +493,40 @@ impl Pipeline {
     }
 }
 
-/// The bounded queue in front of the comparison thread.
+/// Most pairs sent to the comparison thread at once.
+const MAX_COMPARE_BATCH: usize = 32;
+
+/// The bounded queue in front of the comparison thread. Pairs travel in batches: waking the
+/// thread for every pair cost more than comparing a small pair. Within `compare_queue` pairs in
+/// all: `capacity` batches queued, the batch being filled and the batch being compared.
 struct CompareQueue {
-    tx: SyncSender<Box<PairJob>>,
+    tx: SyncSender<Vec<Box<PairJob>>>,
     policy: QueuePolicy,
     worker: JoinHandle<()>,
     depth: Arc<std::sync::atomic::AtomicI64>,
     metrics: Arc<Metrics>,
+    pending: Vec<Box<PairJob>>,
+    batch: usize,
+}
+
+/// Batch size and channel capacity (in batches) for a queue of `compare_queue` pairs:
+/// `capacity × batch + 2 × batch ≤ compare_queue` whenever `compare_queue ≥ 3`.
+fn compare_batching(compare_queue: usize) -> (usize, usize) {
+    let batch = (compare_queue / 16).clamp(1, MAX_COMPARE_BATCH);
+    let capacity = (compare_queue / batch).saturating_sub(2).max(1);
+    (batch, capacity)
 }
 
 impl CompareQueue {
     fn start(
         cfg: &Config,
-        capacity: usize,
+        compare_queue: usize,
         policy: QueuePolicy,
         shared: Shared,
         hook: Option<VerdictHook>,
         label_masker: Arc<Masker>,
     ) -> CompareQueue {
+        let (batch, capacity) = compare_batching(compare_queue);
         let (tx, rx) = mpsc::sync_channel(capacity);
         let depth = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let worker = CompareWorker {
@@ -517,27 +550,49 @@ impl CompareQueue {
             worker,
             depth,
             metrics: shared.metrics,
+            pending: Vec::with_capacity(batch),
+            batch,
         }
     }
 
-    /// Hand a job over; returns it back when the queue is full under [`QueuePolicy::Drop`].
-    fn send(&self, job: Box<PairJob>) -> Result<(), Box<PairJob>> {
+    /// Add a job; sends the batch when it is full. Returns the jobs refused (the whole batch,
+    /// when the queue is full under [`QueuePolicy::Drop`]).
+    fn push(&mut self, job: Box<PairJob>) -> Vec<Box<PairJob>> {
+        self.pending.push(job);
+        if self.pending.len() >= self.batch {
+            self.flush()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Send the batch being filled; returns it back when the queue is full under
+    /// [`QueuePolicy::Drop`].
+    fn flush(&mut self) -> Vec<Box<PairJob>> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
+        let n = jobs.len() as i64;
         let d = self
             .depth
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
+            + n;
         self.metrics.compare_queue.set(d);
         let r = match self.policy {
-            QueuePolicy::Block => self.tx.send(job).map_err(|e| e.0),
-            QueuePolicy::Drop => self.tx.try_send(job).map_err(|e| match e {
+            QueuePolicy::Block => self.tx.send(jobs).map_err(|e| e.0),
+            QueuePolicy::Drop => self.tx.try_send(jobs).map_err(|e| match e {
                 TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
             }),
         };
-        if r.is_err() {
-            self.depth
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match r {
+            Ok(()) => Vec::new(),
+            Err(jobs) => {
+                self.depth
+                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+                jobs
+            }
         }
-        r
     }
 
     fn finish(self) {
@@ -558,14 +613,16 @@ struct CompareWorker {
 }
 
 impl CompareWorker {
-    fn run(mut self, rx: Receiver<Box<PairJob>>) {
-        for job in rx {
-            let d = self
-                .depth
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
-                - 1;
-            self.shared.metrics.compare_queue.set(d.max(0));
-            self.compare_one(*job);
+    fn run(mut self, rx: Receiver<Vec<Box<PairJob>>>) {
+        for jobs in rx {
+            for job in jobs {
+                let d = self
+                    .depth
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
+                    - 1;
+                self.shared.metrics.compare_queue.set(d.max(0));
+                self.compare_one(*job);
+            }
         }
     }
 
@@ -619,5 +676,24 @@ impl CompareWorker {
         if let Some(hook) = &mut self.hook {
             hook(name, &job, &verdict);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_batches_stay_within_the_configured_queue() {
+        for q in 3..5000 {
+            let (batch, capacity) = compare_batching(q);
+            assert!(batch >= 1 && capacity >= 1, "{q}");
+            assert!(
+                capacity * batch + 2 * batch <= q,
+                "{q}: {batch} × {capacity}"
+            );
+        }
+        assert_eq!(compare_batching(4096), (32, 126));
+        assert_eq!(compare_batching(1), (1, 1));
     }
 }

@@ -145,6 +145,7 @@ mod live {
                     for seg in batch.drain(..) {
                         pipeline.push(seg);
                     }
+                    pipeline.flush_compare();
                 }
                 _ = tick.tick() => {
                     pipeline.tick(capture.now());
