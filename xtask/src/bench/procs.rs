@@ -223,7 +223,8 @@ impl Drop for Proc {
     }
 }
 
-/// A directory under `target/bench/` removed on drop.
+/// A directory under `target/bench/` removed on drop, unless `PARITY_BENCH_KEEP=1` is set (to
+/// profile the agent on the captures afterwards).
 pub struct WorkDir {
     /// Its path.
     pub path: PathBuf,
@@ -248,6 +249,10 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        if std::env::var_os("PARITY_BENCH_KEEP").is_some_and(|v| v == "1") {
+            eprintln!("bench: kept {} (PARITY_BENCH_KEEP=1)", self.path.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -227,6 +227,8 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 .tshark_mbs
                 .push(cap.bytes / 1e6 / t.wall.as_secs_f64());
             series.tshark_rss.push(t.max_rss / (1 << 20) as f64);
+            series.agent_cpu_mbs.push(cap.bytes / 1e6 / a.cpu);
+            series.tshark_cpu_mbs.push(cap.bytes / 1e6 / t.cpu);
             series.read_mbs.push(cap.bytes / 1e6 / r);
             ctx.log(&format!(
                 "replay: round {round} {label}: parity {:.1} MB/s {:.0} MiB ({:.2} CPU s in {secs:.2} s), tshark {:.1} MB/s {:.0} MiB, read {:.0} MB/s",
