@@ -222,7 +222,14 @@ fn fuzz() -> Result<()> {
 
 fn soak() -> Result<()> {
     // The test starts the release agent (built already when the bench phase ran).
-    sh(cargo().args(["build", "--release", "-p", "parity-agent", "--bin", "parity-agent"]))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "parity-agent",
+        "--bin",
+        "parity-agent",
+    ]))?;
     sh(cargo()
         .args([
             "test",
