@@ -464,7 +464,7 @@ impl Pipeline {
         }
     }
 
-    fn count_queue_full(&self, rejected: Vec<Box<PairJob>>) {
+    fn count_queue_full(&self, rejected: Vec<PairJob>) {
         for job in rejected {
             let u = Unmatched {
                 pair: job.pair,
@@ -500,12 +500,12 @@ const MAX_COMPARE_BATCH: usize = 32;
 /// thread for every pair cost more than comparing a small pair. Within `compare_queue` pairs in
 /// all: `capacity` batches queued, the batch being filled and the batch being compared.
 struct CompareQueue {
-    tx: SyncSender<Vec<Box<PairJob>>>,
+    tx: SyncSender<Vec<PairJob>>,
     policy: QueuePolicy,
     worker: JoinHandle<()>,
     depth: Arc<std::sync::atomic::AtomicI64>,
     metrics: Arc<Metrics>,
-    pending: Vec<Box<PairJob>>,
+    pending: Vec<PairJob>,
     batch: usize,
 }
 
@@ -557,8 +557,8 @@ impl CompareQueue {
 
     /// Add a job; sends the batch when it is full. Returns the jobs refused (the whole batch,
     /// when the queue is full under [`QueuePolicy::Drop`]).
-    fn push(&mut self, job: Box<PairJob>) -> Vec<Box<PairJob>> {
-        self.pending.push(job);
+    fn push(&mut self, job: Box<PairJob>) -> Vec<PairJob> {
+        self.pending.push(*job);
         if self.pending.len() >= self.batch {
             self.flush()
         } else {
@@ -568,7 +568,7 @@ impl CompareQueue {
 
     /// Send the batch being filled; returns it back when the queue is full under
     /// [`QueuePolicy::Drop`].
-    fn flush(&mut self) -> Vec<Box<PairJob>> {
+    fn flush(&mut self) -> Vec<PairJob> {
         if self.pending.is_empty() {
             return Vec::new();
         }
@@ -613,7 +613,7 @@ struct CompareWorker {
 }
 
 impl CompareWorker {
-    fn run(mut self, rx: Receiver<Vec<Box<PairJob>>>) {
+    fn run(mut self, rx: Receiver<Vec<PairJob>>) {
         for jobs in rx {
             for job in jobs {
                 let d = self
@@ -621,7 +621,7 @@ impl CompareWorker {
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
                     - 1;
                 self.shared.metrics.compare_queue.set(d.max(0));
-                self.compare_one(*job);
+                self.compare_one(job);
             }
         }
     }
