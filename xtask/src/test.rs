@@ -222,14 +222,7 @@ fn fuzz() -> Result<()> {
 
 fn soak() -> Result<()> {
     // The test starts the release agent (built already when the bench phase ran).
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "parity-agent",
-        "--bin",
-        "parity-agent",
-    ]))?;
+    crate::util::build_release_tools()?;
     sh(cargo()
         .args([
             "test",

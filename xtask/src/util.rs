@@ -45,6 +45,28 @@ pub fn cargo() -> Command {
     c
 }
 
+/// Release build of everything the demo and the benchmarks start: the agent, the demo and load
+/// binaries, the comparator benchmark. One cargo invocation with one feature resolution, so the
+/// demo, the bench and the soak phase do not each rebuild the agent with different features.
+pub fn build_release_tools() -> Result<()> {
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "parity-agent",
+        "-p",
+        "parity-tests",
+        "--bin",
+        "parity-agent",
+        "--bin",
+        "parity-demo",
+        "--bin",
+        "parity-load",
+        "--example",
+        "compare_bench",
+    ]))
+}
+
 /// Build `parity-agent` (with the eBPF object) and return the binary's path.
 pub fn build_agent(release: bool) -> Result<PathBuf> {
     let mut c = cargo();
@@ -199,15 +221,8 @@ pub fn demo(duration: &str, rate: u32) -> Result<()> {
         .parse()
         .with_context(|| format!("--duration {duration:?}: write seconds, e.g. 20s"))?;
     setup::run(setup::Scope::Build)?;
-    let agent = build_agent(true)?;
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "parity-tests",
-        "--bin",
-        "parity-demo",
-    ]))?;
+    build_release_tools()?;
+    let agent = target_dir().join("release/parity-agent");
     let demo_bin = target_dir().join("release/parity-demo");
     let dir = target_dir().join("demo");
     std::fs::create_dir_all(&dir)?;

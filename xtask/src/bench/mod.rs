@@ -39,7 +39,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::setup;
-use crate::util::{self, cargo, run_cmd};
+use crate::util;
 use report::Row;
 
 /// The benchmarks, in the order they run.
@@ -172,20 +172,7 @@ pub fn run(names: &[String], quick: bool) -> Result<()> {
     let started = Instant::now();
 
     let t = Instant::now();
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "parity-agent",
-        "-p",
-        "parity-tests",
-        "--bin",
-        "parity-agent",
-        "--bin",
-        "parity-load",
-        "--example",
-        "compare_bench",
-    ]))?;
+    util::build_release_tools()?;
     let build_secs = t.elapsed().as_secs_f64();
     let release = util::target_dir().join("release");
     let ctx = Ctx {
