@@ -66,13 +66,6 @@ use crate::stream::{ConnId, StreamEvent};
 
 use conn::{Conn, Ctx};
 
-/// Memory charged for one tracked connection: its state and its hash map slot, charged like the
-/// reassembler's flows (a table between 7/16 and 7/8 full, charged at the emptiest). Without
-/// it, a flood of connections that send one small request each held about four times the
-/// memory the stage reported.
-pub const CONN_COST: usize =
-    (std::mem::size_of::<ConnId>() + std::mem::size_of::<Conn>() + 1) * 16 / 7;
-
 /// Bounds of the HTTP stage, from `[limits]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
@@ -351,11 +344,10 @@ impl HttpTracker {
         }
     }
 
-    /// Bytes held for all connections: each connection's state and its map slot, buffered
-    /// heads, kept body bytes of messages in progress and of requests waiting for responses,
-    /// and estimated decoder state.
+    /// Bytes held for all connections: buffered heads, kept body bytes of messages in progress
+    /// and of requests waiting for responses, and estimated decoder state.
     pub fn memory_used(&self) -> usize {
-        self.mem + self.conns.len() * CONN_COST
+        self.mem
     }
 
     /// Connections tracked.
