@@ -314,18 +314,34 @@ async fn send_big(stream: &mut TcpStream, n: u64, flip: bool, rate: Option<u64>)
     Ok(())
 }
 
-/// A gzip member whose deflate stream inflates to 1 GiB of zeros (about 1 MB on the wire),
-/// built once. Deflate's best ratio on a run of zeros is about 1000:1.
+/// A gzip member whose deflate stream inflates to 1 GiB of zeros (about 1 MB on the wire: deflate's
+/// best ratio on a run of zeros is about 1000:1), built once.
+///
+/// Compressing a gigabyte takes a debug build most of a minute, so one MiB of zeros is
+/// compressed and full-flushed (its blocks end byte-aligned, non-final, and refer to nothing
+/// before them), that segment is repeated 1024 times, and an empty final block, the CRC-32 of
+/// the whole (combined from the segment's) and its length end the member.
 pub fn gzip_bomb() -> &'static [u8] {
     static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
     BOMB.get_or_init(|| {
-        use std::io::Write;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         let zeros = vec![0u8; 1 << 20];
-        for _ in 0..GZIP_BOMB_INFLATED >> 20 {
-            let _ = e.write_all(&zeros);
+        let mut segment = Vec::with_capacity(4096);
+        let mut c = flate2::Compress::new(flate2::Compression::best(), false);
+        let _ = c.compress_vec(&zeros, &mut segment, flate2::FlushCompress::Full);
+        let mut crc_segment = flate2::Crc::new();
+        crc_segment.update(&zeros);
+        let repeats = (GZIP_BOMB_INFLATED >> 20) as usize;
+        let mut crc = flate2::Crc::new();
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255];
+        out.reserve(segment.len() * repeats + 10);
+        for _ in 0..repeats {
+            out.extend_from_slice(&segment);
+            crc.combine(&crc_segment);
         }
-        e.finish().unwrap_or_default()
+        out.extend_from_slice(&[0x03, 0x00]);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(GZIP_BOMB_INFLATED as u32).to_le_bytes());
+        out
     })
 }
 
