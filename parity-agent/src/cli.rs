@@ -109,7 +109,17 @@ pub struct RunCmd {
 }
 
 /// `diffs` arguments.
+///
+/// `--json` prints a JSON array of records, newest first, each with: `id`, `run_id`, `time`
+/// (capture time, Unix seconds), `pair`, `endpoint`, `correlation_id`, `method`, `uri`,
+/// `primary_status`, `mirror_status`, `primary_latency_seconds`, `mirror_latency_seconds`,
+/// `diverged` (false for a matched pair kept for contrast), `difference_count`, `kinds` and
+/// `differences` (the first three: `path`, `pattern`, `kind`, `primary`, `mirror`). Every value
+/// was masked when stored. `diffs show ID --json` prints the whole record (docs/API.md).
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Fields of --json: id, run_id, time, pair, endpoint, correlation_id, method, uri, primary_status, mirror_status, primary_latency_seconds, mirror_latency_seconds, diverged, difference_count, kinds, differences[] (path, pattern, kind, primary, mirror). See docs/API.md."
+)]
 pub struct DiffsCmd {
     /// The store's database (default: `[store] path` of --config, else `parity.db`).
     #[arg(long)]
@@ -123,10 +133,10 @@ pub struct DiffsCmd {
     /// Only this endpoint (e.g. `GET /api/users/{id}`).
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// Only records newer than this (e.g. `1h`, `7d`).
+    /// Only records whose capture time is within this much of now (e.g. `1h`, `7d`).
     #[arg(long)]
     pub since: Option<Dur>,
-    /// At most this many records.
+    /// At most this many records (newest first; up to 1000).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
     /// Print a JSON array.
@@ -261,7 +271,23 @@ pub fn cmd_replay(c: ReplayCmd) -> Result<i32, Failure> {
     let persistent = c.out.exchanges.is_some() || config.store.is_some();
     let masker = masker(&config, c.out.unmasked, persistent)?;
     let records = record_sink(c.out.exchanges.as_deref(), &masker)?;
-    let store = crate::store::open_for(&config, masker.clone())?;
+    let label = format!(
+        "replay {}",
+        c.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let store = crate::store::open_for(
+        &config,
+        masker.clone(),
+        Arc::new(crate::metrics::Metrics::new()),
+        crate::pipeline::QueuePolicy::Block,
+        "replay",
+        &label,
+    )?;
+    let store_path = config.store.as_ref().map(|s| s.path.clone());
     let outcome = crate::replay::replay(crate::replay::ReplayArgs {
         files: c.files,
         config,
@@ -269,9 +295,6 @@ pub fn cmd_replay(c: ReplayCmd) -> Result<i32, Failure> {
         progress: !c.quiet,
         hook: store.as_ref().map(|s| s.hook()),
     })?;
-    if let Some(s) = store {
-        s.finish();
-    }
     for (file, off) in &outcome.truncated {
         eprintln!(
             "warning: {} is truncated at byte {off} (a capture cut short?): everything before it was processed",
@@ -284,6 +307,30 @@ pub fn cmd_replay(c: ReplayCmd) -> Result<i32, Failure> {
         .lock()
         .map(|s| s.report())
         .map_err(|_| Failure::from("the summary is unavailable (a thread panicked)"))?;
+    if let (Some(s), Some(path)) = (store, store_path) {
+        s.save_report(&report);
+        let counts = s.finish();
+        let lost = counts.lost();
+        eprintln!(
+            "replay: stored {} diff records in {}{}",
+            counts.stored(),
+            path.display(),
+            if lost > 0 {
+                format!(
+                    "; {lost} NOT stored ({})",
+                    counts
+                        .records
+                        .iter()
+                        .filter(|(k, v)| **v > 0 && !k.starts_with("stored"))
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(p) = &c.out.report {
         write_report(p, &report)?;
     }

@@ -97,6 +97,12 @@ impl Headers {
             .map(|(_, v)| v)
     }
 
+    /// Copy the header block into its own allocation, so it no longer keeps a larger capture
+    /// buffer alive (zero-copy parsing slices heads out of whole read chunks).
+    pub fn compact(&mut self) {
+        self.buf = Bytes::copy_from_slice(&self.buf);
+    }
+
     /// Bytes held by this header block (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.buf.len() + self.spans.len() * 16
@@ -405,6 +411,23 @@ impl Exchange {
     /// Request start to response end, when both are known: the latency a client saw.
     pub fn latency_nanos(&self) -> Option<u64> {
         Some(self.response_end?.since(self.request_start?))
+    }
+
+    /// Copy every buffer the exchange holds into allocations of its own size. Parsing is
+    /// zero-copy, so heads and kept bodies are slices of capture buffers (up to 256 KiB each in
+    /// replay); an exchange kept for a while (waiting for its counterpart) must not pin them.
+    pub fn compact(&mut self) {
+        if let Some(r) = &mut self.request {
+            r.method = Bytes::copy_from_slice(&r.method);
+            r.uri = Bytes::copy_from_slice(&r.uri);
+            r.headers.compact();
+            r.body.kept = Bytes::copy_from_slice(&r.body.kept);
+        }
+        if let Some(r) = &mut self.response {
+            r.reason = Bytes::copy_from_slice(&r.reason);
+            r.headers.compact();
+            r.body.kept = Bytes::copy_from_slice(&r.body.kept);
+        }
     }
 
     /// Record an anomaly once.

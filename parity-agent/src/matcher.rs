@@ -325,7 +325,11 @@ impl Matcher {
         let sampled = sample_hit(&key.1, sample);
         let duplicate =
             self.waiting.contains_key(&key) || self.recent_at(&key, now) == Some(Recent::Paired);
-        let exchange = sampled.then_some(ex);
+        let exchange = sampled.then(|| {
+            let mut ex = ex;
+            ex.compact();
+            ex
+        });
         let bytes = ENTRY_OVERHEAD + exchange.as_ref().map(exchange_heap_bytes).unwrap_or(0);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -458,6 +462,9 @@ impl Matcher {
             );
             return;
         };
+        // The newcomer waits in the comparison queue next: it must not pin capture buffers.
+        let mut ex = ex;
+        ex.compact();
         let (primary, mirror, endpoint) = match role {
             Role::Mirror => (waiting_ex, ex, waiting.endpoint),
             Role::Primary => (ex, waiting_ex, endpoint),

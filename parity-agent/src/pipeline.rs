@@ -52,6 +52,7 @@ pub struct RecordSink {
     out: Box<dyn Write + Send>,
     buf: Vec<u8>,
     masker: Arc<Masker>,
+    clean: crate::mask::CleanCache,
 }
 
 impl RecordSink {
@@ -61,11 +62,12 @@ impl RecordSink {
             out,
             buf: Vec::with_capacity(1 << 16),
             masker,
+            clean: crate::mask::CleanCache::default(),
         }
     }
 
     fn write(&mut self, ex: &Exchange) -> std::io::Result<()> {
-        record::write_record_masked(ex, Some(&self.masker), &mut self.buf);
+        record::write_record_masked(ex, Some(&self.masker), &mut self.clean, &mut self.buf);
         if self.buf.len() >= 1 << 16 {
             self.flush_buf()?;
         }
@@ -143,8 +145,20 @@ impl Pipeline {
         hook: Option<VerdictHook>,
     ) -> Pipeline {
         let limits = &cfg.limits;
-        let compare = (!cfg.pairs.is_empty())
-            .then(|| CompareQueue::start(cfg, limits.compare_queue, policy, shared.clone(), hook));
+        // Labels (metrics, summary, store) need the rules only, not the install's key: a
+        // sensitive path segment becomes a constant. They are masked even under `--unmasked`
+        // so metric series do not change with a debugging flag.
+        let label_masker = Arc::new(Masker::new(cfg, [0; 32], true));
+        let compare = (!cfg.pairs.is_empty()).then(|| {
+            CompareQueue::start(
+                cfg,
+                limits.compare_queue,
+                policy,
+                shared.clone(),
+                hook,
+                label_masker.clone(),
+            )
+        });
         Pipeline {
             reasm: Reassembler::new(
                 ReassemblyConfig::from_limits(limits),
@@ -155,7 +169,10 @@ impl Pipeline {
             namers: cfg
                 .pairs
                 .iter()
-                .map(|p| EndpointNamer::new(&p.endpoints, p.max_endpoints))
+                .map(|p| {
+                    EndpointNamer::new(&p.endpoints, p.max_endpoints)
+                        .with_masker(label_masker.clone())
+                })
                 .collect(),
             matcher: Matcher::new(
                 cfg.pairs
@@ -475,6 +492,7 @@ impl CompareQueue {
         policy: QueuePolicy,
         shared: Shared,
         hook: Option<VerdictHook>,
+        label_masker: Arc<Masker>,
     ) -> CompareQueue {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let depth = Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -484,6 +502,7 @@ impl CompareQueue {
             shared: shared.clone(),
             hook,
             depth: depth.clone(),
+            label_masker,
         };
         let worker = std::thread::Builder::new()
             .name("parity-compare".into())
@@ -535,6 +554,7 @@ struct CompareWorker {
     shared: Shared,
     hook: Option<VerdictHook>,
     depth: Arc<std::sync::atomic::AtomicI64>,
+    label_masker: Arc<Masker>,
 }
 
 impl CompareWorker {
@@ -584,7 +604,10 @@ impl CompareWorker {
             differences: verdict
                 .differences
                 .iter()
-                .map(|d| (d.path.clone(), d.kind.as_str()))
+                .map(|d| {
+                    let path = self.label_masker.label_location(&d.path).into_owned();
+                    (path, d.kind.as_str())
+                })
                 .collect(),
             primary_latency: job.primary.latency_nanos(),
             mirror_latency: job.mirror.latency_nanos(),

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use crate::exchange::{Body, Exchange, Headers, Request, Response};
-use crate::mask::Masker;
+use crate::mask::{CleanCache, Masker};
 use crate::segment::Nanos;
 
 /// Appends one JSON object describing `ex`, followed by `\n`, to `out`.
@@ -31,14 +31,20 @@ use crate::segment::Nanos;
 /// `body_len` is the decoded length (after transfer and content decoding) and `body_sha256`
 /// the SHA-256 of those decoded bytes.
 pub fn write_record(ex: &Exchange, out: &mut Vec<u8>) {
-    write_record_masked(ex, None, out)
+    write_record_masked(ex, None, &mut CleanCache::default(), out)
 }
 
 /// [`write_record`] with header values and the request target passed through `masker`
 /// (when given and active): a masked value is replaced whole by its token. Values are checked
-/// in place, so an exchange with nothing to mask costs no allocation.
-pub fn write_record_masked(ex: &Exchange, masker: Option<&Masker>, out: &mut Vec<u8>) {
-    let masker = masker.filter(|m| m.is_active());
+/// in place, so an exchange with nothing to mask costs no allocation; `cache` remembers
+/// header values already found clean (keep one per writer and masker).
+pub fn write_record_masked(
+    ex: &Exchange,
+    masker: Option<&Masker>,
+    cache: &mut CleanCache,
+    out: &mut Vec<u8>,
+) {
+    let mut masker = masker.filter(|m| m.is_active()).map(|m| (m, cache));
     out.reserve(2048);
     let mut lossy = false;
     out.extend_from_slice(b"{\"conn_id\":");
@@ -51,12 +57,12 @@ pub fn write_record_masked(ex: &Exchange, masker: Option<&Masker>, out: &mut Vec
     push_addr(out, ex.server);
     out.extend_from_slice(b"\"},\"request\":");
     match &ex.request {
-        Some(r) => lossy |= push_request(out, r, masker),
+        Some(r) => lossy |= push_request(out, r, &mut masker),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"response\":");
     match &ex.response {
-        Some(r) => lossy |= push_response(out, r, masker),
+        Some(r) => lossy |= push_response(out, r, &mut masker),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"interim\":[");
@@ -99,12 +105,15 @@ pub fn write_record_masked(ex: &Exchange, masker: Option<&Masker>, out: &mut Vec
     out.extend_from_slice(b"}\n");
 }
 
-fn push_request(out: &mut Vec<u8>, r: &Request, masker: Option<&Masker>) -> bool {
+/// The masker of a record being written, with its cache of clean values.
+type MaskCtx<'a> = Option<(&'a Masker, &'a mut CleanCache)>;
+
+fn push_request(out: &mut Vec<u8>, r: &Request, masker: &mut MaskCtx<'_>) -> bool {
     let mut lossy = false;
     out.extend_from_slice(b"{\"method\":");
     lossy |= push_str(out, &r.method);
     out.extend_from_slice(b",\"uri\":");
-    match masker.and_then(|m| m.mask_uri_bytes(&r.uri)) {
+    match masker.as_ref().and_then(|(m, _)| m.mask_uri_bytes(&r.uri)) {
         Some(masked) => lossy |= push_str(out, masked.as_bytes()),
         None => lossy |= push_str(out, &r.uri),
     }
@@ -120,14 +129,18 @@ fn push_request(out: &mut Vec<u8>, r: &Request, masker: Option<&Masker>) -> bool
 }
 
 /// A header value, masked when `masker` says so.
-fn push_value(out: &mut Vec<u8>, name: &[u8], value: &[u8], masker: Option<&Masker>) -> bool {
-    match masker.and_then(|m| m.mask_header_bytes(name, value)) {
+fn push_value(out: &mut Vec<u8>, name: &[u8], value: &[u8], masker: &mut MaskCtx<'_>) -> bool {
+    let masked = match masker {
+        Some((m, cache)) => m.mask_header_cached(name, value, cache),
+        None => None,
+    };
+    match masked {
         Some(token) => push_str(out, token.as_bytes()),
         None => push_str(out, value),
     }
 }
 
-fn push_response(out: &mut Vec<u8>, r: &Response, masker: Option<&Masker>) -> bool {
+fn push_response(out: &mut Vec<u8>, r: &Response, masker: &mut MaskCtx<'_>) -> bool {
     let mut lossy = false;
     out.extend_from_slice(b"{\"status\":");
     push_u64(out, u64::from(r.status));
@@ -145,7 +158,7 @@ fn push_headers_and_body(
     out: &mut Vec<u8>,
     headers: &Headers,
     body: &Body,
-    masker: Option<&Masker>,
+    masker: &mut MaskCtx<'_>,
 ) -> bool {
     let mut lossy = false;
     out.extend_from_slice(b",\"headers\":[");
@@ -549,7 +562,7 @@ mod tests {
         let cfg = crate::config::Config::default();
         let m = Masker::new(&cfg, [1; 32], true);
         let mut out = Vec::new();
-        write_record_masked(&ex, Some(&m), &mut out);
+        write_record_masked(&ex, Some(&m), &mut CleanCache::default(), &mut out);
         let text = String::from_utf8(out).unwrap();
         for secret in ["Ym9iOnNlY3JldA==", "jane.doe@example.com", "abc123"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
@@ -563,7 +576,12 @@ mod tests {
         assert!(v["request"]["uri"].as_str().unwrap().contains("user=bob"));
         // The same exchange without a masker is written as captured.
         let mut plain = Vec::new();
-        write_record_masked(&ex, Some(&Masker::disabled()), &mut plain);
+        write_record_masked(
+            &ex,
+            Some(&Masker::disabled()),
+            &mut CleanCache::default(),
+            &mut plain,
+        );
         assert!(String::from_utf8(plain).unwrap().contains("abc123"));
     }
 

@@ -91,7 +91,7 @@ pub fn replay(args: ReplayArgs) -> Result<ReplayOutcome, CaptureError> {
         while let Some(seg) = reader.next_segment()? {
             pipeline.push(seg);
             n += 1;
-            if n % 65_536 == 0 {
+            if n.is_multiple_of(65_536) {
                 if let Some(b) = &bar {
                     b.set_position(done_bytes + reader.stats().bytes_read);
                     b.set_message(format!("{} exchanges", pipeline.stats().exchanges));

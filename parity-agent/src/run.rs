@@ -48,15 +48,26 @@ mod live {
             Some(s) => server::api_token(s.listen, s.token.clone())?,
             None => None,
         };
-        let store = crate::store::open_for(&config, masker.clone())?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
         let shared = Shared {
             summary: Arc::new(Mutex::new(Summary::new(&config.pairs))),
             metrics: Arc::new(Metrics::new()),
         };
+        let store = crate::store::open_for(
+            &config,
+            masker.clone(),
+            shared.metrics.clone(),
+            QueuePolicy::Drop,
+            "run",
+            &format!("run {}", c.config.display()),
+        )?;
+        if let Some(s) = &store {
+            // Stored every 10 s and at the end, so `serve` shows the overview of this run.
+            s.watch_summary(shared.summary.clone());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let state = Arc::new(ServerState {
             metrics: shared.metrics.clone(),
             summary: Some(shared.summary.clone()),
@@ -88,7 +99,12 @@ mod live {
         });
         shared.metrics.up.set(0);
         if let Some(s) = store {
-            s.finish();
+            let counts = s.finish();
+            tracing::info!(
+                "diff store: {} records stored, {} not stored (see parity_store_records_total)",
+                counts.stored(),
+                counts.lost()
+            );
         }
         result?;
         let report = shared

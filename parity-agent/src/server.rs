@@ -120,27 +120,30 @@ async fn readyz(State(s): State<Arc<ServerState>>) -> Response {
     }
 }
 
-/// The summary: the live one under `run`, the store's under `serve`.
+/// The summary: the live one under `run`, the store's latest under `serve`.
 async fn summary(State(s): State<Arc<ServerState>>) -> Response {
+    use crate::api::error;
     if let Some(sum) = &s.summary {
         let report = match sum.lock() {
             Ok(g) => g.report(),
-            Err(_) => {
-                return (StatusCode::INTERNAL_SERVER_ERROR, "summary unavailable").into_response()
-            }
+            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "summary unavailable"),
         };
-        return axum::Json(report).into_response();
+        return ([(header::CACHE_CONTROL, "no-store")], axum::Json(report)).into_response();
     }
-    match &s.store {
-        Some(store) => match store.summary() {
-            Ok(v) => axum::Json(v).into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        },
-        None => (
+    let Some(store) = s.store.clone() else {
+        return error(
             StatusCode::NOT_FOUND,
             "no summary: neither live capture nor a store",
-        )
-            .into_response(),
+        );
+    };
+    match tokio::task::spawn_blocking(move || store.summary()).await {
+        Ok(Ok(Some(v))) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response(),
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            "no summary stored yet: a replay stores one when it ends, run every 10 s",
+        ),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the query panicked"),
     }
 }
 

@@ -633,7 +633,7 @@ fn every_corpus_capture_replays_without_error() {
             } else if ["pcap", "gz", "pcapng"]
                 .contains(&p.extension().and_then(|x| x.to_str()).unwrap_or(""))
             {
-                let recs = records(&[p.clone()]);
+                let recs = records(std::slice::from_ref(&p));
                 assert!(!recs.is_empty(), "{}: no exchange", p.display());
                 n += 1;
             }

@@ -1,6 +1,6 @@
 //! Fixtures shared by parity's end-to-end tests and the demo: HTTP upstreams and clients,
 //! misbehaving upstreams and hostile clients, network namespaces and cgroups, the agent process,
-//! and test preconditions.
+//! synthetic captures, and test preconditions.
 
 pub mod agent;
 pub mod demo;
@@ -11,3 +11,4 @@ pub mod harness;
 pub mod hostile;
 pub mod http1;
 pub mod netns;
+pub mod pcapgen;

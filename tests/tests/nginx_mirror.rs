@@ -72,14 +72,14 @@ http {{
     )
 }
 
+/// Pairs compared per endpoint.
+type PerEndpoint = BTreeMap<String, u64>;
+/// Pairs that differed per (endpoint, path, kind).
+type PerDifference = BTreeMap<(String, String, String), u64>;
+
 /// What the demo injects, counted over the requests actually sent: per endpoint the number of
 /// requests, and per (endpoint, path, kind) the number that must differ.
-fn expected(
-    ns: &[u64],
-) -> (
-    BTreeMap<String, u64>,
-    BTreeMap<(String, String, String), u64>,
-) {
+fn expected(ns: &[u64]) -> (PerEndpoint, PerDifference) {
     let mut per_endpoint = BTreeMap::new();
     let mut diffs = BTreeMap::new();
     for &n in ns {
@@ -111,12 +111,7 @@ fn expected(
 }
 
 /// The (endpoint → compared) and ((endpoint, path, kind) → count) of a summary.
-fn observed(
-    summary: &Value,
-) -> (
-    BTreeMap<String, u64>,
-    BTreeMap<(String, String, String), u64>,
-) {
+fn observed(summary: &Value) -> (PerEndpoint, PerDifference) {
     let mut per_endpoint = BTreeMap::new();
     let mut diffs = BTreeMap::new();
     for e in summary["pairs"][0]["endpoints"]

@@ -115,7 +115,14 @@ pub fn fuzz_targets() -> Result<Vec<String>> {
     test_targets("parity-agent/fuzz/fuzz_targets", "")
 }
 
-/// `cargo xtask fuzz`: each target for `seconds` (30 with `--smoke`, else 600).
+/// Flags of every fuzz build and run: the same for both, so `run` reuses the one build.
+/// Debug assertions (and overflow checks) are on: an overflow is a finding, not a wrap.
+const FUZZ_FLAGS: [&str; 2] = ["--release", "--debug-assertions"];
+
+/// `cargo xtask fuzz`: each target for `seconds` (30 with `--smoke`, else 600), one at a time,
+/// starting from its committed seeds (`parity-agent/fuzz/seeds/<target>`) and its local corpus
+/// (`parity-agent/fuzz/corpus/<target>`, not committed). All targets are built once first, so
+/// the time limit of each run is fuzzing time, not build time.
 pub fn fuzz(smoke: bool, seconds: Option<u64>, only: &[String]) -> Result<()> {
     setup::run(setup::Scope::All)?;
     let seconds = seconds.unwrap_or(if smoke { 30 } else { 600 });
@@ -131,6 +138,18 @@ pub fn fuzz(smoke: bool, seconds: Option<u64>, only: &[String]) -> Result<()> {
         only.to_vec()
     };
     let fuzz_dir = crate::root().join("parity-agent/fuzz");
+    let started = std::time::Instant::now();
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&fuzz_dir)
+        .args(["+nightly", "fuzz", "build"])
+        .args(FUZZ_FLAGS);
+    run_cmd(&mut build)?;
+    println!(
+        "fuzz: built {} targets in {:.0}s",
+        all.len(),
+        started.elapsed().as_secs_f64()
+    );
     let mut failed = Vec::new();
     for t in &targets {
         let corpus = fuzz_dir.join("corpus").join(t);
@@ -139,7 +158,9 @@ pub fn fuzz(smoke: bool, seconds: Option<u64>, only: &[String]) -> Result<()> {
         println!("fuzz: {t} for {seconds}s");
         let mut c = Command::new("cargo");
         c.current_dir(&fuzz_dir)
-            .args(["+nightly", "fuzz", "run", "--release", t])
+            .args(["+nightly", "fuzz", "run"])
+            .args(FUZZ_FLAGS)
+            .arg(t)
             .arg(&corpus);
         if seeds.is_dir() {
             c.arg(&seeds);
@@ -155,9 +176,16 @@ pub fn fuzz(smoke: bool, seconds: Option<u64>, only: &[String]) -> Result<()> {
             failed.push(t.clone());
         }
     }
+    println!(
+        "fuzz: {} targets in {:.0}s including the build",
+        targets.len(),
+        started.elapsed().as_secs_f64()
+    );
     if !failed.is_empty() {
         bail!(
-            "fuzz targets found a crash: {} (inputs in parity-agent/fuzz/artifacts)",
+            "fuzz targets found a crash: {} (inputs in parity-agent/fuzz/artifacts/<target>; \
+             reproduce with `cargo +nightly fuzz run --release --debug-assertions <target> <input>` \
+             in parity-agent/fuzz)",
             failed.join(", ")
         );
     }

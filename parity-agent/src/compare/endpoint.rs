@@ -13,10 +13,17 @@
 //! first and always keep their label); once it is reached, new paths are named `other` and
 //! counted ([`EndpointNamer::overflowed`]). Naming an exchange whose label exists costs one
 //! pass over the path and one hash lookup, with no allocation.
+//!
+//! With a masker ([`EndpointNamer::with_masker`]), a path segment that looks sensitive (an
+//! e-mail address, a JWT, ...) becomes `{masked}` so no label carries a secret. The check runs
+//! only when the path's label is not known yet, so naming known endpoints costs nothing more.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
+
+use crate::mask::Masker;
 
 use super::rules::{is_variable, path_segments};
 
@@ -80,6 +87,7 @@ pub struct EndpointNamer {
     other: Arc<str>,
     scratch: String,
     overflowed: u64,
+    masker: Option<Arc<Masker>>,
 }
 
 impl EndpointNamer {
@@ -103,7 +111,15 @@ impl EndpointNamer {
             other: Arc::from(OTHER),
             scratch: String::new(),
             overflowed: 0,
+            masker: None,
         }
+    }
+
+    /// Replace path segments that look sensitive by `{masked}` in new labels
+    /// ([`Masker::mask_label_path`]); explicit templates are kept as written.
+    pub fn with_masker(mut self, masker: Arc<Masker>) -> Self {
+        self.masker = Some(masker);
+        self
     }
 
     /// The label of a request.
@@ -129,6 +145,22 @@ impl EndpointNamer {
         }
         if let Some(l) = self.labels.get(self.scratch.as_str()) {
             return l.clone();
+        }
+        // Not a known label: a new one, or a path with a sensitive segment (whose raw label is
+        // never kept, so it comes here every time). Only here does masking cost anything.
+        if let Some(m) = &self.masker {
+            let start = method.len() + 1;
+            let masked = match self.scratch.get(start..).map(|p| m.mask_label_path(p)) {
+                Some(Cow::Owned(p)) => Some(p),
+                _ => None,
+            };
+            if let Some(p) = masked {
+                self.scratch.truncate(start);
+                self.scratch.push_str(&p);
+                if let Some(l) = self.labels.get(self.scratch.as_str()) {
+                    return l.clone();
+                }
+            }
         }
         if self.labels.len() >= self.max {
             self.overflowed += 1;
@@ -236,6 +268,31 @@ mod tests {
         ] {
             assert_eq!(&*n.name(m, uri), want, "{m} {uri}");
         }
+    }
+
+    #[test]
+    fn sensitive_segments_never_become_labels() {
+        let cfg = crate::config::Config::default();
+        let m = Arc::new(Masker::new(&cfg, [0; 32], true));
+        let mut n = EndpointNamer::new(&[], 3).with_masker(m);
+        assert_eq!(
+            &*n.name("GET", "/users/jane@example.com/cart?x=1"),
+            "GET /users/{masked}/cart"
+        );
+        assert_eq!(
+            &*n.name("GET", "/users/bob%40example.com/cart"),
+            "GET /users/{masked}/cart"
+        );
+        assert_eq!(
+            &*n.name("GET", "/reset/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"),
+            "GET /reset/{masked}"
+        );
+        assert_eq!(n.len(), 2, "one label per shape, whatever the secret");
+        assert_eq!(&*n.name("GET", "/users/42/cart"), "GET /users/{id}/cart");
+        assert_eq!(&*n.name("GET", "/x/a@b.io"), "other", "the cap still holds");
+        // Without a masker the namer is unchanged.
+        let mut plain = EndpointNamer::new(&[], 3);
+        assert_eq!(&*plain.name("GET", "/u/a@b.io"), "GET /u/a@b.io");
     }
 
     #[test]

@@ -31,8 +31,27 @@ pub(crate) enum Framing {
 }
 
 /// A body could not be delimited: the rest of the stream cannot be framed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FramingError;
+///
+/// The bytes before `at` (in the data of the failing call) were framing or body and are
+/// consumed; the offending bytes start at `at`, preceded by `held`, the part of the offending
+/// line that earlier calls had buffered. The caller rescans `held` and then `data[at..]` for the
+/// next message, so where the stream was cut into events changes nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FramingError {
+    /// Where the offending bytes start in the data passed to the failing call.
+    pub at: usize,
+    /// The offending line's bytes from earlier calls.
+    pub held: Vec<u8>,
+}
+
+impl FramingError {
+    fn at(at: usize) -> FramingError {
+        FramingError {
+            at,
+            held: Vec::new(),
+        }
+    }
+}
 
 /// What a gap does to a body being read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +209,10 @@ impl Chunked {
         while i < data.len() {
             match self.state {
                 ChunkState::Size | ChunkState::Trailer => {
+                    // On an error the whole line is the offending bytes: its start here, and
+                    // its part from earlier calls.
+                    let line_start = i;
+                    let held = self.line.len();
                     let Some(rel) = memchr::memchr(b'\n', &data[i..]) else {
                         self.line.extend_from_slice(&data[i..]);
                         let limit = if self.state == ChunkState::Size {
@@ -198,7 +221,11 @@ impl Chunked {
                             max_trailer.saturating_sub(self.trailer_len)
                         };
                         if self.line.len() > limit {
-                            return Err(FramingError);
+                            self.line.truncate(held);
+                            return Err(FramingError {
+                                at: line_start,
+                                held: std::mem::take(&mut self.line),
+                            });
                         }
                         return Ok((data.len(), false));
                     };
@@ -211,7 +238,12 @@ impl Chunked {
                         line_owned = std::mem::take(&mut self.line);
                         &line_owned
                     };
+                    let fail = |line: &[u8]| FramingError {
+                        at: line_start,
+                        held: line[..held.min(line.len())].to_vec(),
+                    };
                     i = end + 1;
+                    let raw_line = line;
                     let line = match line.strip_suffix(b"\r") {
                         Some(l) => l,
                         None => {
@@ -220,10 +252,10 @@ impl Chunked {
                         }
                     };
                     if self.state == ChunkState::Size {
-                        let size = parse_chunk_line(line, anomalies).ok_or_else(|| {
+                        let Some(size) = parse_chunk_line(line, anomalies) else {
                             anomalies.insert(Anomaly::BadChunkSize);
-                            FramingError
-                        })?;
+                            return Err(fail(raw_line));
+                        };
                         self.state = if size == 0 {
                             ChunkState::Trailer
                         } else {
@@ -236,7 +268,7 @@ impl Chunked {
                     } else {
                         self.trailer_len += line.len() + 2;
                         if self.trailer_len > max_trailer || !is_field_line(line) {
-                            return Err(FramingError);
+                            return Err(fail(raw_line));
                         }
                     }
                     self.line.clear();
@@ -263,13 +295,13 @@ impl Chunked {
                     }
                     _ => {
                         anomalies.insert(Anomaly::BadChunkSize);
-                        return Err(FramingError);
+                        return Err(FramingError::at(i));
                     }
                 },
                 ChunkState::DataLf => {
                     if data[i] != b'\n' {
                         anomalies.insert(Anomaly::BadChunkSize);
-                        return Err(FramingError);
+                        return Err(FramingError::at(i));
                     }
                     self.state = ChunkState::Size;
                     i += 1;
@@ -636,7 +668,7 @@ mod tests {
                 }
             }
         }
-        (Err(FramingError), anomalies)
+        (Err(FramingError::default()), anomalies)
     }
 
     #[test]

@@ -659,11 +659,18 @@ impl Conn {
         r.bare_lf |= scan.bare_lf;
         if let Some(e) = scan.end {
             if r.buf.len() + e > cap {
+                if let Some(consumed) = self.refuse_bad_start_line(dir, ts, avail, ctx) {
+                    return consumed;
+                }
+                let r = &mut self.readers[d];
                 let keep = cap.saturating_sub(r.buf.len()).min(e);
                 r.buf.extend_from_slice(&avail[..keep]);
                 self.cut_head(dir, ts, IncompleteReason::HeaderCap, ctx);
-                self.enter_resync(dir, true, ctx);
-                return e;
+                // The rest of the head is scanned like any bytes after a cut head, as it must
+                // be when its end is not in this event (the branch below): where the stream was
+                // cut into events must not decide what is found after the cap.
+                self.enter_resync(dir, false, ctx);
+                return keep;
             }
             let head = if r.buf.is_empty() {
                 data.slice(pos..pos + e)
@@ -680,11 +687,18 @@ impl Conn {
             return e;
         }
         if r.buf.len() + avail.len() > cap {
+            if let Some(consumed) = self.refuse_bad_start_line(dir, ts, avail, ctx) {
+                return consumed;
+            }
+            let r = &mut self.readers[d];
             let keep = cap.saturating_sub(r.buf.len());
             r.buf.extend_from_slice(&avail[..keep]);
             self.cut_head(dir, ts, IncompleteReason::HeaderCap, ctx);
+            // The bytes after the cap are scanned for the next message (and counted as
+            // skipped), not dropped with the head: a message after an oversized head in the same
+            // event would otherwise be lost, and found had the event been cut at the cap.
             self.enter_resync(dir, false, ctx);
-            return avail.len();
+            return keep;
         }
         if r.buf.is_empty() && !r.line_ok {
             match check_start_line(kind, avail) {
@@ -711,6 +725,39 @@ impl Conn {
             }
         }
         avail.len()
+    }
+
+    /// Before a head is cut for its size: if its start line (its part buffered on `dir` plus
+    /// the first line of `avail`) is already invalid, the bytes are garbage, as they would have
+    /// been had they come in smaller pieces (the start line is checked as soon as it can be
+    /// judged, before the head grows past the cap). Returns the bytes of `avail` consumed when
+    /// it handled them so. Only runs on the rare oversized-head path.
+    fn refuse_bad_start_line(
+        &mut self,
+        dir: Direction,
+        ts: Nanos,
+        avail: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Option<usize> {
+        let r = &mut self.readers[dir.index()];
+        if r.line_ok {
+            return None;
+        }
+        let check = if r.buf.is_empty() {
+            check_start_line(r.kind, avail)
+        } else {
+            let end = memchr::memchr(b'\n', avail).map_or(avail.len(), |i| i + 1);
+            let mut line = Vec::with_capacity(r.buf.len() + end);
+            line.extend_from_slice(&r.buf);
+            line.extend_from_slice(&avail[..end]);
+            check_start_line(r.kind, &line)
+        };
+        if !matches!(check, LineCheck::Invalid) {
+            return None;
+        }
+        let garbage = (!r.buf.is_empty()).then(|| r.buf.split().freeze());
+        self.bad_start(dir, ts, garbage, ctx);
+        Some(0)
     }
 
     /// The bytes where a message should start are not a start line. The first bytes of a
@@ -1028,10 +1075,20 @@ impl Conn {
                 n
             }
             Ok((n, false)) if n > 0 => n,
-            Ok(_) | Err(_) => {
+            Ok(_) => {
                 self.finish_body(dir, Some(IncompleteReason::Malformed), ctx);
                 self.enter_resync(dir, false, ctx);
                 0
+            }
+            Err(e) => {
+                // What the reader consumed was framing and body; only the offending bytes
+                // (with their part from earlier events) are scanned for the next message.
+                self.finish_body(dir, Some(IncompleteReason::Malformed), ctx);
+                self.enter_resync(dir, false, ctx);
+                if !e.held.is_empty() {
+                    self.run(dir, ts, &Bytes::from(e.held), 0, ctx);
+                }
+                e.at
             }
         }
     }

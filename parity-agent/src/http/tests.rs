@@ -1214,3 +1214,133 @@ fn thread_cpu_secs() -> f64 {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): after a bad chunk-size line the
+/// resync rescanned the whole event from where the body reader started, so the chunk data
+/// already taken as body was counted again as skipped, more or less depending on how the
+/// stream was cut into events.
+#[test]
+fn bad_chunk_line_skips_only_the_bad_line_in_any_split() {
+    let input: &[u8] = b"PUT /url HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n\r\n";
+    for cut in 0..=input.len() {
+        let mut t = T::new();
+        t.data(C, &input[..cut]).data(C, &input[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert_eq!(xs.len(), 1, "cut {cut}");
+        let body = &xs[0].request.as_ref().expect("request").body;
+        assert_eq!(&body.kept[..], b"foo", "cut {cut}");
+        assert_eq!(
+            xs[0].incomplete,
+            Some(IncompleteReason::Malformed),
+            "cut {cut}"
+        );
+        // The empty line where a chunk size belongs, and nothing else.
+        assert_eq!(t.tr.stats().skipped(SkipReason::Resync), 2, "cut {cut}");
+    }
+}
+
+/// The same bug on the server side: a status line inside a bad chunk-size line was found or
+/// missed depending on where the line was cut, because the line's part from an earlier event
+/// was not rescanned.
+#[test]
+fn status_line_in_a_bad_chunk_line_is_found_in_any_split() {
+    let resp: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\nxHTTP/1.1 204 No Content\r\n\r\n";
+    for cut in 0..=resp.len() {
+        let mut t = T::new();
+        t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        t.bytewise(S, &resp[..cut]).data(S, &resp[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        let statuses: Vec<Option<u16>> = xs
+            .iter()
+            .map(|x| x.response.as_ref().map(|r| r.status))
+            .collect();
+        assert_eq!(statuses, [Some(200), Some(204)], "cut {cut}");
+        assert_eq!(t.tr.stats().skipped(SkipReason::Resync), 1, "cut {cut}");
+    }
+}
+
+/// Found by the `http_stream` fuzzer (split invariance): a connection whose first bytes are
+/// not HTTP was counted as non-HTTP when its first event was short, but as an oversized head
+/// (`header_cap`, then resync) when the same bytes came in one event longer than
+/// `max_header_bytes`, because the size check ran before the start-line check.
+#[test]
+fn garbage_longer_than_the_head_cap_is_non_http_in_any_split() {
+    let small = HttpConfig {
+        max_header_bytes: 200,
+        ..cfg()
+    };
+    let mut garbage = b"\xabT /1 HTTP/1.1\r\nHost: a\r\n".to_vec();
+    garbage.resize(1000, b'x');
+    for (dir, cut) in [(S, 0), (S, 1), (S, 500), (C, 0), (C, 1), (C, 500)] {
+        let mut t = T::with(small.clone());
+        t.data(dir, &garbage[..cut]).data(dir, &garbage[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert!(xs.is_empty(), "{dir:?} cut {cut}: {xs:?}");
+        let st = t.tr.stats();
+        assert_eq!(st.non_http_connections, 1, "{dir:?} cut {cut}");
+        assert_eq!(st.skipped(SkipReason::NonHttp), 1000, "{dir:?} cut {cut}");
+    }
+    // Garbage after a message, longer than the cap: a resync in any split, never header_cap.
+    for cut in [0, 1, 500] {
+        let mut t = T::with(small.clone());
+        t.data(C, b"GET / HTTP/1.1\r\n\r\n");
+        t.data(C, &garbage[..cut]).data(C, &garbage[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert!(
+            xs.iter()
+                .all(|x| x.incomplete != Some(IncompleteReason::HeaderCap)),
+            "cut {cut}: {xs:?}"
+        );
+    }
+}
+
+/// Found by the `http_stream` fuzzer (split invariance): when a head passed
+/// `max_header_bytes` and its end was not in the same event, the rest of the event was dropped
+/// with it, unscanned and uncounted, so a response that followed in the same event was lost;
+/// cut into smaller events, the same bytes were scanned and the response found. When the end
+/// was in the event, the rest of the head was skipped unscanned instead.
+#[test]
+fn bytes_after_an_oversized_head_are_scanned_in_any_split() {
+    let small = HttpConfig {
+        max_header_bytes: 200,
+        ..cfg()
+    };
+    let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..20 {
+        resp.extend_from_slice(format!("X-Filler-{i}: 0123456789\r\n").as_bytes());
+    }
+    let head_end = resp.len() + 2;
+    // No blank line: the oversized head never ends, then a complete response.
+    resp.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+    let with_end = {
+        let mut r = resp[..head_end - 2].to_vec();
+        r.extend_from_slice(b"\r\nHTTP/1.1 204 No Content\r\n\r\n");
+        r
+    };
+    for (name, input) in [("endless", &resp), ("ended", &with_end)] {
+        let mut skipped = None;
+        for cut in [0, 100, 200, 250, head_end, input.len()] {
+            let cut = cut.min(input.len());
+            let mut t = T::with(small.clone());
+            t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+            t.data(S, &input[..cut]).data(S, &input[cut..]);
+            let xs = t.close(CloseReason::Fin);
+            let statuses: Vec<Option<u16>> = xs
+                .iter()
+                .map(|x| x.response.as_ref().map(|r| r.status))
+                .collect();
+            assert_eq!(statuses, [Some(200), Some(204)], "{name} cut {cut}");
+            assert_eq!(
+                xs[0].incomplete,
+                Some(IncompleteReason::HeaderCap),
+                "{name} cut {cut}"
+            );
+            let s = t.tr.stats().skipped(SkipReason::Resync);
+            assert_eq!(
+                *skipped.get_or_insert(s),
+                s,
+                "{name} cut {cut}: skipped bytes differ"
+            );
+        }
+    }
+}
