@@ -153,11 +153,13 @@ impl MemoryLimits {
     }
 
     /// README's bound on the agent's resident memory: `flow_memory + pending_memory +
-    /// ring_buffer_bytes + compare_queue × 2 × max_body_bytes` plus [`MEMORY_OVERHEAD`].
+    /// 2 × ring_buffer_bytes + compare_queue × 2 × max_body_bytes` plus [`MEMORY_OVERHEAD`].
+    /// The ring counts twice: the kernel maps its data pages twice (so that a record that wraps
+    /// reads contiguously), and VmRSS counts a page at each mapping.
     pub fn bound(&self) -> u64 {
         self.flow_memory
             + self.pending_memory
-            + self.ring_buffer_bytes
+            + 2 * self.ring_buffer_bytes
             + self.compare_queue * 2 * self.max_body_bytes
             + MEMORY_OVERHEAD
     }
