@@ -221,6 +221,8 @@ fn fuzz() -> Result<()> {
 }
 
 fn soak() -> Result<()> {
+    // The soak starts target/release/parity-agent, which `cargo test` does not build.
+    sh(cargo().args(["build", "--release", "-p", "parity-agent"]))?;
     sh(cargo()
         .args([
             "test",
