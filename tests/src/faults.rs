@@ -242,6 +242,14 @@ async fn serve_conn(side: Side, mut stream: TcpStream, opts: &ServerOpts) -> Res
             }
             _ => write_resp(&mut stream, &normal(&head.path)).await?,
         }
+        // A client that asked for `Connection: close` reads to the end of the connection.
+        if head
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
+            stream.shutdown().await?;
+            return Ok(());
+        }
     }
 }
 
