@@ -510,3 +510,52 @@ pub async fn fetch_big(addr: SocketAddr, n: u64, who: &str, id: &str) -> Result<
     }
     Ok((status, got, last))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bomb is assembled by hand (header, a repeated full-flushed segment, a final block,
+    /// CRC and length), so the agent's `decode_error` on it could be a format mistake here
+    /// instead of its inflation limit: `gzip -t`-style decoding by an independent
+    /// implementation must accept it and yield exactly 1 GiB.
+    #[test]
+    fn the_gzip_bomb_is_a_valid_member_of_one_gibibyte() {
+        use std::io::{Read, Write};
+        if !crate::env::require_tools(&["gzip"]) {
+            return;
+        }
+        let bomb = gzip_bomb();
+        assert!(
+            bomb.len() < 2 << 20,
+            "about 1 MB on the wire: {}",
+            bomb.len()
+        );
+        let mut child = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || stdin.write_all(bomb));
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = vec![0u8; 1 << 20];
+        // gzip checks the CRC-32 of what it inflated, so counting is enough here.
+        let mut total = 0u64;
+        loop {
+            let n = out.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        writer.join().expect("writer").expect("write");
+        let status = child.wait().expect("gzip exits");
+        assert!(
+            status.success(),
+            "gzip rejected the bomb (bad CRC or length): {status}"
+        );
+        assert_eq!(total, GZIP_BOMB_INFLATED);
+    }
+}

@@ -34,8 +34,10 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Create `parity-<tag>-<pid>` with its loopback up.
+    /// Create `parity-<tag>-<pid>` with its loopback up, after deleting the namespaces that
+    /// killed test runs left (`parity-*-<pid>` whose process is gone: Drop never ran).
     pub fn new(tag: &str) -> Result<Netns> {
+        remove_stale();
         let name = format!("parity-{tag}-{}", std::process::id());
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
@@ -91,6 +93,26 @@ pub fn enter(path: &Path) -> Result<()> {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Delete `parity-*-<pid>` namespaces whose test process no longer exists.
+fn remove_stale() {
+    let Ok(dir) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("parity-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
     }
 }
 

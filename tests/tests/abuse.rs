@@ -128,25 +128,36 @@ fn non_http_bytes_on_a_target_port_are_counted_and_ignored() -> Result<()> {
         anyhow::Ok(())
     })?;
     let non_http = 2 * 2 * garbage_conns + 1;
-    wait_until(Duration::from_secs(20), "every connection accounted", || {
-        let (c, _, _) = pair_totals(&agent.summary()?);
-        let n = metric_sum(
-            &agent.metrics()?,
-            "parity_dropped_total",
-            &[("stage", "http"), ("reason", "non_http")],
-        );
-        Ok(c >= 21 && n >= non_http as f64)
-    })?;
+    wait_until(
+        Duration::from_secs(20),
+        "every connection accounted",
+        || {
+            let (c, _, _) = pair_totals(&agent.summary()?);
+            let n = metric_sum(
+                &agent.metrics()?,
+                "parity_dropped_total",
+                &[("stage", "http"), ("reason", "non_http")],
+            );
+            Ok(c >= 21 && n >= non_http as f64)
+        },
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     let metrics = agent.metrics()?;
     let summary = agent.summary()?;
     let (compared, diverged, unmatched) = pair_totals(&summary);
     assert_eq!(
-        metric_sum(&metrics, "parity_dropped_total", &[("stage", "http"), ("reason", "non_http")]),
+        metric_sum(
+            &metrics,
+            "parity_dropped_total",
+            &[("stage", "http"), ("reason", "non_http")]
+        ),
         non_http as f64,
         "one count per non-HTTP connection"
     );
-    assert_eq!(compared, 21, "20 well-formed pairs and the upgrade: {summary:#}");
+    assert_eq!(
+        compared, 21,
+        "20 well-formed pairs and the upgrade: {summary:#}"
+    );
     assert_eq!(diverged, 0);
     assert_eq!(unmatched.values().sum::<u64>(), 0, "{summary:#}");
     assert_eq!(capture_dropped(&agent)?, 0.0);
@@ -164,9 +175,10 @@ fn non_http_bytes_on_a_target_port_are_counted_and_ignored() -> Result<()> {
     }
     assert!(records.iter().all(|r| r["complete"] == true));
     assert!(
-        !records
-            .iter()
-            .any(|r| r["request"]["uri"].as_str().unwrap_or("").contains("inside-the-tunnel")),
+        !records.iter().any(|r| r["request"]["uri"]
+            .as_str()
+            .unwrap_or("")
+            .contains("inside-the-tunnel")),
         "nothing after 101 is parsed as HTTP"
     );
     eprintln!(
@@ -261,41 +273,66 @@ fn slowloris_huge_heads_and_a_gzip_bomb_stay_bounded_and_counted() -> Result<()>
             faults::big_head_request(primary, "/n/ok/big-request-head", "bighead-req", 1 << 20),
             faults::big_head_request(mirror, "/n/ok/big-request-head", "bighead-req", 1 << 20)
         );
-        anyhow::ensure!(a == Seen::Status(200) && b == Seen::Status(200), "{a:?} {b:?}");
+        anyhow::ensure!(
+            a == Seen::Status(200) && b == Seen::Status(200),
+            "{a:?} {b:?}"
+        );
         let (a, b) = tokio::join!(
             faults::request_once(primary, "/m/bighead/1048576", "bighead-resp"),
             faults::request_once(mirror, "/m/bighead/1048576", "bighead-resp")
         );
-        anyhow::ensure!(a == Seen::Status(200) && b == Seen::Status(200), "{a:?} {b:?}");
+        anyhow::ensure!(
+            a == Seen::Status(200) && b == Seen::Status(200),
+            "{a:?} {b:?}"
+        );
         let (a, b) = tokio::join!(
             faults::request_once(primary, "/b/gzipbomb", "bomb"),
             faults::request_once(mirror, "/b/gzipbomb", "bomb")
         );
-        anyhow::ensure!(a == Seen::Status(200) && b == Seen::Status(200), "{a:?} {b:?}");
+        anyhow::ensure!(
+            a == Seen::Status(200) && b == Seen::Status(200),
+            "{a:?} {b:?}"
+        );
         well_formed(primary, mirror, "after", 10).await
     })?;
 
-    let want_incomplete = [("header_cap", near + 3), ("truncated", stall + far), ("decode_error", 2)];
-    wait_until(Duration::from_secs(30), "every slow connection and fault counted", || {
-        let m = agent.metrics()?;
-        let (c, _, _) = pair_totals(&agent.summary()?);
-        Ok(c >= 21
-            && want_incomplete.iter().all(|(r, n)| {
-                metric_sum(&m, "parity_incomplete_exchanges_total", &[("reason", r)]) >= *n as f64
-            }))
-    })?;
+    let want_incomplete = [
+        ("header_cap", near + 3),
+        ("truncated", stall + far),
+        ("decode_error", 2),
+    ];
+    wait_until(
+        Duration::from_secs(30),
+        "every slow connection and fault counted",
+        || {
+            let m = agent.metrics()?;
+            let (c, _, _) = pair_totals(&agent.summary()?);
+            Ok(c >= 21
+                && want_incomplete.iter().all(|(r, n)| {
+                    metric_sum(&m, "parity_incomplete_exchanges_total", &[("reason", r)])
+                        >= *n as f64
+                }))
+        },
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     let metrics = agent.metrics()?;
     let summary = agent.summary()?;
     for (reason, n) in want_incomplete {
         assert_eq!(
-            metric_sum(&metrics, "parity_incomplete_exchanges_total", &[("reason", reason)]),
+            metric_sum(
+                &metrics,
+                "parity_incomplete_exchanges_total",
+                &[("reason", reason)]
+            ),
             n as f64,
             "incomplete {reason}"
         );
     }
     let (compared, diverged, unmatched) = pair_totals(&summary);
-    assert_eq!(compared, 21, "20 well-formed pairs and the bomb: {summary:#}");
+    assert_eq!(
+        compared, 21,
+        "20 well-formed pairs and the bomb: {summary:#}"
+    );
     assert_eq!(diverged, 0, "{summary:#}");
     let unmatched_of = |role: &str, reason: &str| {
         metric_sum(
@@ -306,10 +343,16 @@ fn slowloris_huge_heads_and_a_gzip_bomb_stay_bounded_and_counted() -> Result<()>
     };
     // Slowloris heads and the cut request heads carry no usable id; the mirror's cut response
     // head leaves its pair without a response.
-    assert_eq!(unmatched_of("primary", "missing_id"), (near + stall + far + 1) as f64);
+    assert_eq!(
+        unmatched_of("primary", "missing_id"),
+        (near + stall + far + 1) as f64
+    );
     assert_eq!(unmatched_of("mirror", "missing_id"), 1.0);
     assert_eq!(unmatched_of("mirror", "no_response"), 1.0);
-    assert_eq!(unmatched.values().sum::<u64>(), (near + stall + far + 3) as u64);
+    assert_eq!(
+        unmatched.values().sum::<u64>(),
+        (near + stall + far + 3) as u64
+    );
     assert_eq!(capture_dropped(&agent)?, 0.0);
     let flows_bytes = metric_sum(&metrics, "parity_memory_bytes", &[("area", "flows")]);
     assert!(flows_bytes <= limits.flow_memory as f64);
@@ -321,7 +364,10 @@ fn slowloris_huge_heads_and_a_gzip_bomb_stay_bounded_and_counted() -> Result<()>
         let bomb = &by_id[&("bomb".to_string(), server.to_string())];
         assert_eq!(outcome(&bomb[0]), "decode_error");
     }
-    assert_eq!(outcome(&by_id[&("bighead-resp".to_string(), mirror.to_string())][0]), "header_cap");
+    assert_eq!(
+        outcome(&by_id[&("bighead-resp".to_string(), mirror.to_string())][0]),
+        "header_cap"
+    );
     eprintln!(
         "slowloris/heads/bomb: peak RSS {:.1} MiB with {} slow connections held, {:.1} MiB at the end, bound {:.1} MiB, {:.1}s",
         mib(*peak.lock().map_err(|_| anyhow::anyhow!("lock"))?),
@@ -398,9 +444,11 @@ fn flood_inside() -> Result<()> {
                 ) {
                     if let Ok(mut p) = peaks.lock() {
                         p.flows = p.flows.max(metric_sum(&m, "parity_flows_active", &[]));
-                        p.flow_bytes = p
-                            .flow_bytes
-                            .max(metric_sum(&m, "parity_memory_bytes", &[("area", "flows")]));
+                        p.flow_bytes = p.flow_bytes.max(metric_sum(
+                            &m,
+                            "parity_memory_bytes",
+                            &[("area", "flows")],
+                        ));
                         p.rss = p.rss.max(mem.rss);
                         p.samples += 1;
                         if p.samples % 25 == 0 {
@@ -435,16 +483,31 @@ fn flood_inside() -> Result<()> {
         SocketAddr::V6(_) => bail!("IPv4 target expected"),
     };
     let syns = std::thread::spawn(move || -> Result<(u64, u64)> {
-        let unroutable = hostile::raw_syns(syn_target, 2 * cap as u64, 20_000, SynSources::Unroutable, 1)?;
-        eprintln!("flood: {unroutable} unroutable SYNs sent at {:.1}s", t0.elapsed().as_secs_f64());
+        let unroutable = hostile::raw_syns(
+            syn_target,
+            2 * cap as u64,
+            20_000,
+            SynSources::Unroutable,
+            1,
+        )?;
+        eprintln!(
+            "flood: {unroutable} unroutable SYNs sent at {:.1}s",
+            t0.elapsed().as_secs_f64()
+        );
         let reset = hostile::raw_syns(syn_target, 30_000, 20_000, SynSources::Loopback, 2)?;
-        eprintln!("flood: {reset} reset SYNs sent at {:.1}s", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "flood: {reset} reset SYNs sent at {:.1}s",
+            t0.elapsed().as_secs_f64()
+        );
         Ok((unroutable, reset))
     });
     // 100k short connections from sources spread over 127.0.0.0/8.
     let short_count = 100_000;
     let flood = rt.block_on(hostile::short_connections(target, short_count, 128))?;
-    eprintln!("flood: {short_count} short connections done at {:.1}s: {flood:?}", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "flood: {short_count} short connections done at {:.1}s: {flood:?}",
+        t0.elapsed().as_secs_f64()
+    );
     let (unroutable, reset) = syns.join().map_err(|_| anyhow::anyhow!("syn thread"))??;
     let during = rt.block_on(during)??;
     let flood_done = t0.elapsed();
@@ -458,10 +521,14 @@ fn flood_inside() -> Result<()> {
         Some(300),
     ))?;
     let sent = during.sent + after.sent;
-    wait_until(Duration::from_secs(30), "every well-formed pair compared", || {
-        let (c, _, u) = pair_totals(&agent.summary()?);
-        Ok(c + u.values().sum::<u64>() >= sent)
-    })?;
+    wait_until(
+        Duration::from_secs(30),
+        "every well-formed pair compared",
+        || {
+            let (c, _, u) = pair_totals(&agent.summary()?);
+            Ok(c + u.values().sum::<u64>() >= sent)
+        },
+    )?;
     running.store(false, Ordering::Relaxed);
     let _ = sampler.join();
     let peaks = peaks.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
@@ -494,23 +561,39 @@ fn flood_inside() -> Result<()> {
         after.sent,
         peaks.samples
     );
-    assert_eq!(dropped, 0.0, "the ring kept up; otherwise pairs would be capture gaps");
-    assert!(peaks.flows <= cap as f64, "flows peaked at {} above the cap {cap}", peaks.flows);
+    assert_eq!(
+        dropped, 0.0,
+        "the ring kept up; otherwise pairs would be capture gaps"
+    );
+    assert!(
+        peaks.flows <= cap as f64,
+        "flows peaked at {} above the cap {cap}",
+        peaks.flows
+    );
     assert!(
         peaks.flows >= 0.8 * cap as f64,
         "the flood filled the table (peak {} of {cap})",
         peaks.flows
     );
     assert!(peaks.flow_bytes <= limits.flow_memory as f64);
-    assert!(evicted as u64 >= unroutable - cap as u64, "evictions counted: {evicted}");
+    assert!(
+        evicted as u64 >= unroutable - cap as u64,
+        "evictions counted: {evicted}"
+    );
     assert_eq!(flood.failed, 0, "the upstream served the whole flood");
     assert!(
-        metric_sum(&metrics, "parity_http_exchanges_total", &[("complete", "true")])
-            >= flood.ok as f64,
+        metric_sum(
+            &metrics,
+            "parity_http_exchanges_total",
+            &[("complete", "true")]
+        ) >= flood.ok as f64,
         "every flood exchange parsed"
     );
     let (compared, _, unmatched) = pair_totals(&summary);
-    assert_eq!(compared, sent, "every well-formed pair compared: {unmatched:?}");
+    assert_eq!(
+        compared, sent,
+        "every well-formed pair compared: {unmatched:?}"
+    );
     let problems = demo::check_report(&summary);
     assert!(problems.is_empty(), "{problems:?}");
     let status = agent.stop()?;
@@ -544,7 +627,9 @@ fn big_bodies_are_hashed_whole_and_a_last_byte_difference_diverges() -> Result<(
     // at once; the ring absorbs bursts.
     let rate = big_rate();
     rt.block_on(async {
-        let opts = ServerOpts { big_rate: Some(rate) };
+        let opts = ServerOpts {
+            big_rate: Some(rate),
+        };
         faults::start(Side::Primary, primary, opts.clone()).await?;
         faults::start(Side::Mirror, mirror, opts).await
     })?;
@@ -593,7 +678,10 @@ fn big_bodies_are_hashed_whole_and_a_last_byte_difference_diverges() -> Result<(
     );
     assert_eq!((compared, diverged), (1, 1), "{unmatched:?}\n{summary:#}");
     let diffs = summary["pairs"][0]["endpoints"][0]["differences"].clone();
-    assert_eq!(diffs, serde_json::json!([{"path": "body", "kind": "hash", "count": 1}]));
+    assert_eq!(
+        diffs,
+        serde_json::json!([{"path": "body", "kind": "hash", "count": 1}])
+    );
     let status = agent.stop()?;
     assert!(status.success());
     let by_id = records_by_id(&agent.exchanges()?);
@@ -602,8 +690,16 @@ fn big_bodies_are_hashed_whole_and_a_last_byte_difference_diverges() -> Result<(
     assert_eq!(p["response"]["body_len"], n);
     assert_eq!(m["response"]["body_len"], n);
     let (want_p, want_m) = big_body_sha256(n)?;
-    assert_eq!(p["response"]["body_sha256"], want_p.as_str(), "the primary's whole body hashed");
-    assert_eq!(m["response"]["body_sha256"], want_m.as_str(), "the mirror's whole body hashed");
+    assert_eq!(
+        p["response"]["body_sha256"],
+        want_p.as_str(),
+        "the primary's whole body hashed"
+    );
+    assert_eq!(
+        m["response"]["body_sha256"],
+        want_m.as_str(),
+        "the mirror's whole body hashed"
+    );
     eprintln!(
         "{} MiB x 2 at {} MB/s per side: transfer {:.1}s, VmHWM {:.1} MiB (bound {:.1} MiB), {:.1}s total",
         n >> 20,
@@ -621,7 +717,11 @@ fn big_rate() -> u64 {
     std::env::var("PARITY_BIG_RATE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) { 40_000_000 } else { 200_000_000 })
+        .unwrap_or(if cfg!(debug_assertions) {
+            40_000_000
+        } else {
+            200_000_000
+        })
 }
 
 /// SHA-256 of the `big/N` body as the primary and the mirror send it, through `sha256sum`

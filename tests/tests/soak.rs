@@ -8,6 +8,18 @@
 //! `non_http`). `PARITY_SOAK_SECONDS` sets the duration (default 600); `cargo xtask test soak`
 //! runs it for 60 s. Ignored by default: `cargo test -p parity-tests --release --test soak --
 //! --ignored --nocapture`.
+//!
+//! "Maximum load" is calibrated at the start: the demo mix sent as fast as 8 keep-alive
+//! connections per side go for 8 s, counted only if the agent lost no capture record; that is
+//! the rate of this client, these upstreams and the agent together on the machine, not of the
+//! agent alone. The soak then runs at half of it.
+//!
+//! Figures of a 600 s run (release, 2 shared cores, a fuzzer busy on one of them): calibration
+//! 2149 pairs/s, soak at 1074 pairs/s + 53/s primary-only + 721 garbage connections; RSS after
+//! warm-up 150.4..160.5 MiB around a median of 153.4 (-2.0%/+4.7%; the 64 MiB ring counts
+//! twice), flat but for one +7 MiB step at about 410 s; pending at most 269, flows at most 10;
+//! 388 564 compared (178 741 diverged, as the demo injects), 31 808 unmatched, all `timeout` of
+//! primary-only ids; no WARN or ERROR line; no capture loss.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,14 +69,20 @@ fn median(mut v: Vec<u64>) -> u64 {
 }
 
 /// Send requests to the primary only, with ids the mirror never sees, at `rate` per second.
-async fn mirrorless(primary: SocketAddr, rate: u32, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<()> {
+async fn mirrorless(
+    primary: SocketAddr,
+    rate: u32,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
     let mut c = Client::connect(primary).await?;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let id = format!("lonely-{n}");
-        c.request("GET", "/api/health", &[("x-request-id", id.as_str())], b"").await?;
+        c.request("GET", "/api/health", &[("x-request-id", id.as_str())], b"")
+            .await?;
         sent.fetch_add(1, Ordering::Relaxed);
         n += 1;
     }
@@ -72,7 +90,12 @@ async fn mirrorless(primary: SocketAddr, rate: u32, stop: Arc<AtomicBool>, sent:
 }
 
 /// Open a garbage connection (alternately a TLS ClientHello and random bytes) every `every`.
-async fn garbage(target: SocketAddr, every: Duration, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<()> {
+async fn garbage(
+    target: SocketAddr,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
     let hello = hostile::tls_client_hello("soak.example.com");
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -143,12 +166,15 @@ fn soak_at_half_load_keeps_memory_flat_and_tables_bounded() -> Result<()> {
     })?;
     let max_rate = cal.sent as f64 / cal_secs;
     let dropped = metric_sum(&agent.metrics()?, "parity_capture_dropped_total", &[]);
-    anyhow::ensure!(dropped == 0.0, "calibration lost records ({dropped}): the maximum is lower than the client's rate");
+    anyhow::ensure!(
+        dropped == 0.0,
+        "calibration lost records ({dropped}): the maximum is lower than the client's rate"
+    );
     let rate = (max_rate / 2.0).max(50.0) as u32;
     let lonely_rate = (rate / 20).max(1);
     eprintln!(
         "soak: calibration {} pairs in {cal_secs}s = {max_rate:.0} pairs/s; soak at {rate} pairs/s \
-         + {lonely_rate}/s primary-only + 4 garbage connections/s for {seconds}s",
+         + {lonely_rate}/s primary-only + garbage connections (one at a time, 250 ms apart) for {seconds}s",
         cal.sent
     );
 
@@ -164,8 +190,18 @@ fn soak_at_half_load_keeps_memory_flat_and_tables_bounded() -> Result<()> {
         Duration::from_secs(seconds),
         None,
     ));
-    let lonely = rt.spawn(mirrorless(primary, lonely_rate, stop.clone(), lonely_sent.clone()));
-    let junk = rt.spawn(garbage(primary, Duration::from_millis(250), stop.clone(), garbage_sent.clone()));
+    let lonely = rt.spawn(mirrorless(
+        primary,
+        lonely_rate,
+        stop.clone(),
+        lonely_sent.clone(),
+    ));
+    let junk = rt.spawn(garbage(
+        primary,
+        Duration::from_millis(250),
+        stop.clone(),
+        garbage_sent.clone(),
+    ));
     let every = Duration::from_secs(if seconds >= 300 { 10 } else { 3 });
     let mut series = Vec::new();
     eprintln!("soak:      t    RSS MiB  pending   flows   compared  unmatched");
@@ -189,15 +225,25 @@ fn soak_at_half_load_keeps_memory_flat_and_tables_bounded() -> Result<()> {
     rt.block_on(junk)??;
     let lonely_sent = lonely_sent.load(Ordering::Relaxed);
     let sent = stats.sent + lonely_sent;
-    wait_until(Duration::from_secs(30), "every id compared or counted", || {
-        let s = sample(&agent, t0)?;
-        Ok(s.compared + s.unmatched - before.compared - before.unmatched >= sent as f64)
-    })?;
+    // The primary-only ids leave the pending table one match window after they were sent.
+    wait_until(
+        Duration::from_secs(30),
+        "every id compared or counted",
+        || {
+            let s = sample(&agent, t0)?;
+            Ok(s.pending == 0.0
+                && s.compared + s.unmatched - before.compared - before.unmatched >= sent as f64)
+        },
+    )?;
 
     // Memory: flat after warm-up (the first 20% or 60 s, whichever is less).
     let warm = (seconds as f64 * 0.2).min(60.0);
     let steady: Vec<&Sample> = series.iter().filter(|s| s.t >= warm).collect();
-    anyhow::ensure!(steady.len() >= 5, "too few samples after warm-up: {}", steady.len());
+    anyhow::ensure!(
+        steady.len() >= 5,
+        "too few samples after warm-up: {}",
+        steady.len()
+    );
     let med = median(steady.iter().map(|s| s.rss).collect());
     let (lo, hi) = (
         steady.iter().map(|s| s.rss).min().unwrap_or(0),
@@ -232,13 +278,23 @@ fn soak_at_half_load_keeps_memory_flat_and_tables_bounded() -> Result<()> {
         mib(hi),
         mib(med)
     );
-    assert!(hwm <= limits.bound(), "VmHWM {:.1} MiB above the bound", mib(hwm));
+    assert!(
+        hwm <= limits.bound(),
+        "VmHWM {:.1} MiB above the bound",
+        mib(hwm)
+    );
     // Pending: the primary-only ids wait one window (5 s) each, plus pairs in flight.
     let pending_bound = f64::from(lonely_rate) * 5.0 * 1.5 + 200.0;
-    assert!(peak_pending <= pending_bound, "pending peaked at {peak_pending} > {pending_bound}");
+    assert!(
+        peak_pending <= pending_bound,
+        "pending peaked at {peak_pending} > {pending_bound}"
+    );
     // Flows: 8 keep-alive connections, one primary-only, garbage ones closing within a second.
     assert!(peak_flows <= 64.0, "flows peaked at {peak_flows}");
-    assert_eq!(metric_sum(&metrics, "parity_capture_dropped_total", &[]), 0.0);
+    assert_eq!(
+        metric_sum(&metrics, "parity_capture_dropped_total", &[]),
+        0.0
+    );
     let problems = demo::check_report(&summary);
     assert!(problems.is_empty(), "{problems:?}");
     let lonely_timeouts = metric_sum(
@@ -246,15 +302,31 @@ fn soak_at_half_load_keeps_memory_flat_and_tables_bounded() -> Result<()> {
         "parity_unmatched_total",
         &[("role", "mirror"), ("reason", "timeout")],
     );
-    assert_eq!(lonely_timeouts, lonely_sent as f64, "each primary-only id times out once");
-    let unexpected: Vec<String> = agent
-        .log()
+    assert_eq!(
+        lonely_timeouts, lonely_sent as f64,
+        "each primary-only id times out once"
+    );
+    let log = agent.log();
+    let warn_error: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .filter(|l| !ALLOWED_LOG.iter().any(|a| l.contains(a)))
-        .map(String::from)
         .collect();
-    assert!(unexpected.is_empty(), "unexpected log lines: {unexpected:#?}");
+    let p = &summary["pairs"][0];
+    eprintln!(
+        "soak: agent totals: {} compared, {} diverged, unmatched {}; {} WARN/ERROR log lines",
+        p["compared"],
+        p["diverged"],
+        p["unmatched"],
+        warn_error.len()
+    );
+    let unexpected: Vec<&str> = warn_error
+        .into_iter()
+        .filter(|l| !ALLOWED_LOG.iter().any(|a| l.contains(a)))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected log lines: {unexpected:#?}"
+    );
     assert_eq!(stats.errors, 0, "the demo client saw no error");
     let status = agent.stop()?;
     assert!(status.success(), "agent exit: {status}");

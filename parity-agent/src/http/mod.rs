@@ -245,9 +245,8 @@ impl fmt::Debug for AnomalySet {
 /// between 7/16 and 7/8 full after growing, and this charges the emptiest case) and its boxed
 /// state with the allocator's header. The state is boxed so that the table, which briefly exists
 /// twice while it grows, holds pointers rather than the state itself.
-pub const CONN_COST: usize = (size_of::<ConnId>() + size_of::<Box<Conn>>() + 1) * 16 / 7
-    + size_of::<Conn>()
-    + 16;
+pub const CONN_COST: usize =
+    (size_of::<ConnId>() + size_of::<Box<Conn>>() + 1) * 16 / 7 + size_of::<Conn>() + 16;
 
 /// The HTTP/1.1 stage for all connections.
 pub struct HttpTracker {
