@@ -45,16 +45,10 @@ pub const CUT_ANNOUNCED: usize = 100_000;
 pub const CUT_SENT: usize = 10_000;
 
 /// How a fault server behaves beyond its paths.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ServerOpts {
     /// Pace of `big/N` bodies in bytes per second (`None`: as fast as the socket takes them).
     pub big_rate: Option<u64>,
-}
-
-impl Default for ServerOpts {
-    fn default() -> Self {
-        ServerOpts { big_rate: None }
-    }
 }
 
 /// Start a fault server playing `side` on `addr` in the current runtime; returns the bound

@@ -100,7 +100,7 @@ async fn garbage(
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(every).await;
-        let bytes = if n % 2 == 0 {
+        let bytes = if n.is_multiple_of(2) {
             hello.clone()
         } else {
             hostile::random_bytes(200 + (n % 1000) as usize, n)
