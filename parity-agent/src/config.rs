@@ -697,7 +697,7 @@ impl Config {
             let correlation_header = p.correlation_header.trim().to_ascii_lowercase();
             if correlation_header.is_empty() || !correlation_header.bytes().all(is_token_byte) {
                 return Err(invalid(
-                    find_key(text, "correlation_header"),
+                    find_in_table(text, "pair", pi, "correlation_header").or(Some(p.name.span())),
                     key("correlation_header"),
                     format!("{:?} is not a header name", p.correlation_header),
                 ));
@@ -712,21 +712,22 @@ impl Config {
             }
             if p.match_timeout.0.is_zero() {
                 return Err(invalid(
-                    find_key(text, "match_timeout"),
+                    find_in_table(text, "pair", pi, "match_timeout").or(Some(p.name.span())),
                     key("match_timeout"),
                     "must be greater than zero".into(),
                 ));
             }
             if p.max_endpoints == 0 {
                 return Err(invalid(
-                    find_key(text, "max_endpoints"),
+                    find_in_table(text, "pair", pi, "max_endpoints").or(Some(p.name.span())),
                     key("max_endpoints"),
                     "must be at least 1".into(),
                 ));
             }
             if p.latency_regression_ratio.is_nan() || p.latency_regression_ratio < 1.0 {
                 return Err(invalid(
-                    find_key(text, "latency_regression_ratio"),
+                    find_in_table(text, "pair", pi, "latency_regression_ratio")
+                        .or(Some(p.name.span())),
                     key("latency_regression_ratio"),
                     "must be a number of at least 1.0".into(),
                 ));
@@ -823,12 +824,14 @@ impl Config {
                     "must be a fraction from 0.0 to 1.0".into(),
                 ));
             }
-            if s.batch == 0 || s.queue == 0 {
-                return Err(invalid(
-                    find_key(text, "store.batch"),
-                    "store.batch".into(),
-                    "store.batch and store.queue must be greater than zero".into(),
-                ));
+            for (key, v) in [("store.batch", s.batch), ("store.queue", s.queue)] {
+                if v == 0 {
+                    return Err(invalid(
+                        find_key(text, key),
+                        key.into(),
+                        "must be greater than zero".into(),
+                    ));
+                }
             }
         }
 
@@ -887,19 +890,50 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Best-effort location of a key (the last dotted component) in the text, for errors about
-/// values that carry no span.
+/// Best-effort location of `table.key` (a key written directly under the `[table]` header) in
+/// the text, for errors about values that carry no span.
 fn find_key(text: &str, dotted: &str) -> Option<std::ops::Range<usize>> {
-    let last = dotted.rsplit('.').next().unwrap_or(dotted);
+    let (table, key) = dotted.rsplit_once('.')?;
+    find_in_table(text, table, 0, key)
+}
+
+/// Best-effort location of `key` written directly under the `index`-th header named `table`
+/// (`[table]`, or the `index`-th `[[table]]` of an array of tables): not under another table,
+/// nor under a sub-table such as `[[pair.rule]]`.
+fn find_in_table(
+    text: &str,
+    table: &str,
+    index: usize,
+    key: &str,
+) -> Option<std::ops::Range<usize>> {
     let mut offset = 0;
+    let mut seen = 0;
+    let mut inside = false;
     for line in text.split_inclusive('\n') {
         let t = line.trim_start();
-        if t.starts_with(last) && t[last.len()..].trim_start().starts_with('=') {
+        if let Some(name) = table_header(t) {
+            inside = name == table && {
+                seen += 1;
+                seen == index + 1
+            };
+        } else if inside && t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
             return Some(offset..offset + line.len());
         }
         offset += line.len();
     }
     None
+}
+
+/// The name of a table header line (`[name]` or `[[name]]`, then an optional comment).
+fn table_header(line: &str) -> Option<&str> {
+    let t = line.split('#').next()?.trim_end();
+    let inner = t
+        .strip_prefix("[[")
+        .and_then(|s| s.strip_suffix("]]"))
+        .or_else(|| t.strip_prefix('[').and_then(|s| s.strip_suffix(']')))?
+        .trim();
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"_-.".contains(&b);
+    (!inner.is_empty() && inner.bytes().all(plain)).then_some(inner)
 }
 
 #[cfg(test)]
@@ -1014,6 +1048,33 @@ endpoint = "GET /api/orders"
         let (line, key, msg) = invalid(text);
         assert_eq!((line, key.as_str()), (6, "pair[0].rule[0].path"));
         assert!(msg.contains("starts with `$`"), "{msg}");
+    }
+
+    #[test]
+    fn regression_a_bad_value_of_the_second_pair_names_its_own_line() {
+        // The line used to be that of the first pair's key of the same name.
+        let text = "[[pair]]\nname = \"a\"\nprimary = \"127.0.0.1:80\"\nmirror = \"127.0.0.1:81\"\nmatch_timeout = \"5s\"\nmax_endpoints = 5\n[[pair.rule]]\npath = \"$.x\"\naction = \"ignore\"\n\n[[pair]]\nname = \"b\"\nprimary = \"127.0.0.1:82\"\nmirror = \"127.0.0.1:83\"\nmatch_timeout = \"0s\"\n";
+        let (line, key, _) = invalid(text);
+        assert_eq!((line, key.as_str()), (15, "pair[1].match_timeout"));
+        let text = text.replace("match_timeout = \"0s\"", "max_endpoints = 0");
+        let (line, key, _) = invalid(&text);
+        assert_eq!((line, key.as_str()), (15, "pair[1].max_endpoints"));
+        let (line, key, _) = invalid("[store]\nbatch = 10\nqueue = 0\n");
+        assert_eq!((line, key.as_str()), (3, "store.queue"));
+        // A key under [[pair.rule]] is not the pair's, and a commented header still counts.
+        assert_eq!(
+            find_in_table(
+                "[[pair]] # first\nx = 1\n[[pair.rule]]\ny = 2\n",
+                "pair",
+                0,
+                "y"
+            ),
+            None
+        );
+        assert_eq!(
+            find_in_table("[[pair]] # first\nx = 1\n", "pair", 0, "x"),
+            Some(17..23)
+        );
     }
 
     #[test]

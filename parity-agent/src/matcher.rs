@@ -215,6 +215,13 @@ pub struct Matcher {
     stats: MatcherStats,
 }
 
+/// How long, in pairing windows after its deadline, an id that timed out is remembered: its other
+/// side arriving within this horizon is absorbed as late (the id was counted already) instead of
+/// waiting and being counted a second time, against the wrong side. A mirror up to ten times
+/// slower than `match_timeout` is still counted once. The memory stays bounded by
+/// `pending_pairs` remembered ids.
+const LATE_WINDOWS: u64 = 10;
+
 /// Fixed bookkeeping cost of one entry, on top of the exchange's own heap bytes.
 const ENTRY_OVERHEAD: usize = 256;
 
@@ -288,8 +295,8 @@ impl Matcher {
             return;
         };
         let key = (pair as u32, id);
-        if let Some((_, Recent::TimedOut(r))) = self.recent.get(&key) {
-            if *r == role.other() {
+        if let Some(Recent::TimedOut(r)) = self.recent_at(&key, now) {
+            if r == role.other() {
                 self.stats.late += 1;
                 self.recent.remove(&key);
                 return;
@@ -316,8 +323,8 @@ impl Matcher {
         }
 
         let sampled = sample_hit(&key.1, sample);
-        let duplicate = self.waiting.contains_key(&key)
-            || matches!(self.recent.get(&key), Some((_, Recent::Paired)));
+        let duplicate =
+            self.waiting.contains_key(&key) || self.recent_at(&key, now) == Some(Recent::Paired);
         let exchange = sampled.then(|| {
             let mut ex = ex;
             ex.compact();
@@ -375,7 +382,12 @@ impl Matcher {
                         .map(|p| p.match_timeout_ns)
                         .unwrap_or(0);
                     if !e.duplicate {
-                        self.remember(e.key.clone(), deadline, window, Recent::TimedOut(e.role));
+                        self.remember(
+                            e.key.clone(),
+                            deadline,
+                            window.saturating_mul(LATE_WINDOWS),
+                            Recent::TimedOut(e.role),
+                        );
                     }
                     self.time_out(e, out)
                 }
@@ -508,8 +520,19 @@ impl Matcher {
         Some(e)
     }
 
-    fn remember(&mut self, key: (u32, Bytes), now: Nanos, window: u64, what: Recent) {
-        let until = Nanos(now.0.saturating_add(window));
+    /// What is remembered of `key` at `now`. Entries outlive their horizon in the map until
+    /// they reach the front of `recent_order` (horizons differ by kind, so the queue is not
+    /// sorted), hence the check.
+    fn recent_at(&self, key: &(u32, Bytes), now: Nanos) -> Option<Recent> {
+        self.recent
+            .get(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, r)| *r)
+    }
+
+    /// Remember `key` as `what` for `keep` nanoseconds from `from`.
+    fn remember(&mut self, key: (u32, Bytes), from: Nanos, keep: u64, what: Recent) {
+        let until = Nanos(from.0.saturating_add(keep));
         self.recent.insert(key.clone(), (until, what));
         self.recent_order.push_back((until, key));
     }
@@ -773,6 +796,35 @@ mod tests {
             unmatched(&out),
             [(UnmatchedReason::DuplicateId, Fault::Primary)]
         );
+    }
+
+    #[test]
+    fn regression_a_mirror_three_windows_late_is_counted_once_against_the_mirror() {
+        // The mirror answered after 3 windows: the id timed out against the mirror, and the late
+        // mirror exchange used to wait again and time out a second time, against the primary.
+        let mut m = matcher(1.0);
+        let mut out = vec![];
+        m.push(
+            0,
+            Role::Primary,
+            ep(),
+            ex(Some("slow"), 200, None),
+            Nanos(S),
+            &mut out,
+        );
+        m.expire(Nanos(S + 6 * S), &mut out);
+        m.push(
+            0,
+            Role::Mirror,
+            ep(),
+            ex(Some("slow"), 200, None),
+            Nanos(S + 15 * S),
+            &mut out,
+        );
+        m.finish(&mut out);
+        assert_eq!(unmatched(&out), [(UnmatchedReason::Timeout, Fault::Mirror)]);
+        assert_eq!(m.stats().late, 1);
+        assert_eq!(m.pending(), 0);
     }
 
     #[test]

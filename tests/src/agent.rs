@@ -202,6 +202,11 @@ impl Agent {
         Ok(())
     }
 
+    /// The agent's resident memory now and at its peak (`VmRSS`, `VmHWM`).
+    pub fn memory(&self) -> Result<Memory> {
+        proc_memory(self.pid().context("the agent is not running")?)
+    }
+
     /// Path of a file in the agent's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -261,6 +266,98 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// Resident memory of a process, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss: u64,
+    /// `VmHWM`: the peak resident size so far.
+    pub hwm: u64,
+}
+
+/// `VmRSS` and `VmHWM` of process `pid` from `/proc/<pid>/status`.
+pub fn proc_memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib = |key: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
+            .with_context(|| format!("no {key} in /proc/{pid}/status"))
+    };
+    Ok(Memory {
+        rss: kib("VmRSS:")?,
+        hwm: kib("VmHWM:")?,
+    })
+}
+
+/// The samples of metric `name` in Prometheus text: each sample's labels and value.
+pub fn metric_samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = if let Some(body) = rest.strip_prefix('{') {
+            let Some(end) = body.rfind('}') else {
+                continue;
+            };
+            (parse_labels(&body[..end]), &body[end + 1..])
+        } else if rest.starts_with(' ') {
+            (Vec::new(), rest)
+        } else {
+            // Another metric whose name starts with this one.
+            continue;
+        };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            out.push((labels, v));
+        }
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((name.trim_start_matches(',').trim().to_string(), value));
+        rest = &after[end..];
+    }
+    out
+}
+
+/// The sum of the samples of metric `name` whose labels include every `(label, value)` given.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_samples(text, name)
+        .into_iter()
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// A bare HTTP/1.0 GET (no client library, so nothing hides what was sent).

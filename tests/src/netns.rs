@@ -34,8 +34,10 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Create `parity-<tag>-<pid>` with its loopback up.
+    /// Create `parity-<tag>-<pid>` with its loopback up, after deleting the namespaces that
+    /// killed test runs left (`parity-*-<pid>` whose process is gone: Drop never ran).
     pub fn new(tag: &str) -> Result<Netns> {
+        remove_stale();
         let name = format!("parity-{tag}-{}", std::process::id());
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
@@ -91,6 +93,26 @@ pub fn enter(path: &Path) -> Result<()> {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Delete `parity-*-<pid>` namespaces whose test process no longer exists.
+fn remove_stale() {
+    let Ok(dir) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("parity-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
     }
 }
 
@@ -260,4 +282,68 @@ fn parity_lines(out: &str) -> String {
         .filter(|l| l.contains("parity_"))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// The eBPF programs and links a process holds, by kernel id (from its `/proc/<pid>/fdinfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BpfIds {
+    /// `prog_id` of every program descriptor.
+    pub programs: Vec<u64>,
+    /// `link_id` of every link descriptor.
+    pub links: Vec<u64>,
+}
+
+/// The programs and links process `pid` holds now.
+pub fn bpf_ids_of(pid: u32) -> Result<BpfIds> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fdinfo"));
+    let mut ids = BpfIds::default();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(link) = field("link_id:") {
+            ids.links.push(link);
+        } else if let Some(prog) = field("prog_id:") {
+            ids.programs.push(prog);
+        }
+    }
+    ids.programs.sort_unstable();
+    ids.programs.dedup();
+    ids.links.sort_unstable();
+    ids.links.dedup();
+    Ok(ids)
+}
+
+/// Which of `ids` the kernel still has (`bpftool prog` and `bpftool link`), as text; empty when
+/// none. Unlike [`parity_in_kernel`] this looks only at one process's objects, so another parity
+/// running on the host cannot fail it.
+pub fn bpf_ids_alive(ids: &BpfIds) -> Result<String> {
+    let progs: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("bpftool").args(["-j", "prog", "show"]))?)?;
+    let links: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("bpftool").args(["-j", "link", "show"]))?)?;
+    let mut alive = String::new();
+    for p in progs.as_array().cloned().unwrap_or_default() {
+        if p["id"]
+            .as_u64()
+            .is_some_and(|id| ids.programs.contains(&id))
+        {
+            alive.push_str(&format!("program {} ({}) loaded\n", p["id"], p["name"]));
+        }
+    }
+    for l in links.as_array().cloned().unwrap_or_default() {
+        let held = l["id"].as_u64().is_some_and(|id| ids.links.contains(&id))
+            || l["prog_id"]
+                .as_u64()
+                .is_some_and(|id| ids.programs.contains(&id));
+        if held {
+            alive.push_str(&format!("link {} of program {}\n", l["id"], l["prog_id"]));
+        }
+    }
+    Ok(alive)
 }

@@ -221,7 +221,8 @@ fn fuzz() -> Result<()> {
 }
 
 fn soak() -> Result<()> {
-    // The test starts the release agent (built already when the bench phase ran).
+    // The soak starts target/release/parity-agent, which `cargo test` does not build (the
+    // bench phase built it already, with the same invocation).
     crate::util::build_release_tools()?;
     sh(cargo()
         .args([

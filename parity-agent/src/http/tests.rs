@@ -892,11 +892,35 @@ fn garbage_at_a_request_boundary_keeps_pairing() {
     assert_eq!(kept(&resp(&ex[2]).body), b"3");
 }
 
+/// A flood of half-open connections sent no byte, yet each held its parser state (most of a
+/// kilobyte) outside every limit: the agent grew past `flow_memory` by twice its size.
+#[test]
+fn an_idle_connection_is_charged_its_state() {
+    let mut t = T::new();
+    assert_eq!(t.tr.memory_used(), CONN_COST);
+    assert!(CONN_COST > size_of::<conn::Conn>());
+    for i in 2..=100u64 {
+        t.tr.on_event(
+            StreamEvent::Open {
+                conn: ConnId(i),
+                client: std::net::SocketAddr::from(([10, 0, 0, 1], 40_000 + i as u16)),
+                server: "10.0.0.2:80".parse().expect("addr"),
+                ts: Nanos(t.ts),
+                mid_stream: false,
+            },
+            &mut t.out,
+        );
+    }
+    assert_eq!(t.tr.memory_used(), 100 * CONN_COST);
+    t.close(CloseReason::Fin);
+    assert_eq!(t.tr.memory_used(), 99 * CONN_COST);
+}
+
 #[test]
 fn memory_is_accounted_and_released() {
     let mut t = T::new();
     t.data(C, b"GET / HTTP/1.1\r\nHost: partial-head");
-    assert!(t.tr.memory_used() >= 30);
+    assert!(t.tr.memory_used() >= CONN_COST + 30);
     assert_eq!(t.tr.connections(), 1);
     t.close(CloseReason::Fin);
     assert_eq!(t.tr.memory_used(), 0);
@@ -1032,7 +1056,7 @@ proptest! {
                 3 => { t.fin(if len % 2 == 0 { C } else { S }); }
                 _ => {}
             }
-            prop_assert!(t.tr.memory_used() < 64 * 1024);
+            prop_assert!(t.tr.memory_used() < CONN_COST + 64 * 1024);
         }
         let ex = t.close(CloseReason::Reset);
         let st = t.tr.stats();

@@ -344,7 +344,7 @@ impl Tomb {
 /// 7/16 and 7/8 full, and this charges the emptiest case) and its LRU entry (doubled for B-tree
 /// node slack). Measured with a counting allocator (`examples/reassembly_bench.rs`): real heap
 /// per open flow stays below it at 10^3, 10^5 and 10^6 flows.
-const FLOW_COST: usize =
+pub const FLOW_COST: usize =
     (size_of::<FlowKey>() + size_of::<Flow>() + 1) * 16 / 7 + 2 * size_of::<LruKey>();
 
 /// Memory of one closed-connection record: its map slot (charged as for flows) and its
