@@ -36,6 +36,7 @@ mod live {
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::pipeline::{Pipeline, QueuePolicy, Shared};
+    use crate::segment::{Nanos, Segment};
     use crate::server::{self, ServerState};
     use crate::summary::Summary;
 
@@ -148,7 +149,8 @@ mod live {
                     pipeline.flush_compare();
                 }
                 _ = tick.tick() => {
-                    pipeline.tick(capture.now());
+                    let now = catch_up(&mut capture, &mut pipeline, &mut batch);
+                    pipeline.tick(now);
                     pipeline.set_capture_dropped(capture.dropped().into_iter().map(|(k, v)| (k.to_string(), v)).collect());
                     pipeline.publish();
                     pipeline.flush_records();
@@ -213,6 +215,34 @@ mod live {
             }
             Err(e) => tracing::error!("SIGHUP: keeping the old configuration: {e}"),
         }
+    }
+
+    /// Most ring batches taken before a tick: enough to catch up after a slow exchange (a
+    /// decompression bomb in a debug build), bounded so that a pipeline that cannot keep up still
+    /// runs its timeouts.
+    const CATCH_UP_BATCHES: usize = 64;
+
+    /// Feed the pipeline what the ring holds before its timeouts run, and return the time they
+    /// run at. Timeouts run on the clock only once the ring is empty: a pipeline that fell behind
+    /// must not expire a pending exchange whose counterpart is still waiting in the ring. When it
+    /// cannot catch up, they run at the time of the last segment it took.
+    fn catch_up(
+        capture: &mut LiveCapture,
+        pipeline: &mut Pipeline,
+        batch: &mut Vec<Segment>,
+    ) -> Nanos {
+        for _ in 0..CATCH_UP_BATCHES {
+            let empty = capture.take_ready(batch);
+            for seg in batch.drain(..) {
+                pipeline.push(seg);
+            }
+            if empty {
+                pipeline.flush_compare();
+                return capture.now();
+            }
+        }
+        pipeline.flush_compare();
+        pipeline.now()
     }
 
     fn status_line(pipeline: &Pipeline, shared: &Shared, capture: &LiveCapture) {

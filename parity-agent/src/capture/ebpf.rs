@@ -388,6 +388,18 @@ impl LiveCapture {
         }
     }
 
+    /// Take what the ring holds right now, without waiting: up to [`MAX_BATCH_RECORDS`] records
+    /// appended to `out` as segments. Returns `true` when the ring is empty afterwards.
+    pub fn take_ready(&mut self, out: &mut Vec<Segment>) -> bool {
+        let (_, empty) = drain(
+            self.ring.get_mut(),
+            &mut self.decoder,
+            &mut self.counters,
+            out,
+        );
+        empty
+    }
+
     /// Replace the targets (SIGHUP reload). A target in both lists is never dropped; during the
     /// switch a packet of a removed or added target may be filtered either way. On error the
     /// previous targets may be partly replaced; calling again with a valid list repairs that.
