@@ -1344,3 +1344,41 @@ fn bytes_after_an_oversized_head_are_scanned_in_any_split() {
         }
     }
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): while resynchronising, a candidate
+/// status line cut by the end of an event was buffered, and when it proved invalid the whole
+/// buffered line was dropped, with a valid status line later on the same line (`HTTP/1.1
+/// 2HTTP/1.1 204 ...`); in one event the same bytes were rescanned from the byte after the bad
+/// candidate and the response was found. The fuzzer's input (server bytes after a gap) is the
+/// second case.
+#[test]
+fn status_line_after_a_bad_one_on_the_same_line_is_found_in_any_split() {
+    let minimal: &[u8] = b"\r\nHTTP/1.1 2HTTP/1.1 204 No Content\r\n\r\n";
+    let fuzzed: &[u8] =
+        b"\r\nHTTP/1.1 2HTTP/1.1 202 Accepted\r\nols\rent-Length: 5\r\n\r\nCCCC";
+    for (name, resp, status, reason) in [
+        ("minimal", minimal, 204, None),
+        ("fuzzed", fuzzed, 202, Some(IncompleteReason::Malformed)),
+    ] {
+        let mut skipped = None;
+        for cut in 0..=resp.len() {
+            let mut t = T::new();
+            t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+            t.gap(S, 100);
+            t.bytewise(S, &resp[..cut]).data(S, &resp[cut..]);
+            let xs = t.close(CloseReason::Fin);
+            let statuses: Vec<Option<u16>> = xs
+                .iter()
+                .map(|x| x.response.as_ref().map(|r| r.status))
+                .collect();
+            assert_eq!(statuses, [None, Some(status)], "{name} cut {cut}");
+            assert_eq!(xs[1].incomplete, reason, "{name} cut {cut}");
+            let s = t.tr.stats().skipped(SkipReason::Resync);
+            assert_eq!(
+                *skipped.get_or_insert(s),
+                s,
+                "{name} cut {cut}: skipped bytes differ"
+            );
+        }
+    }
+}
