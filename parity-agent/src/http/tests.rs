@@ -1382,3 +1382,36 @@ fn status_line_after_a_bad_one_on_the_same_line_is_found_in_any_split() {
         }
     }
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): a request whose method is longer than
+/// the start-line check allows (`MAX_METHOD_LEN`) was parsed as a request when its whole head
+/// came in one event (httparse has no such limit), but judged not HTTP when the line arrived
+/// in pieces and was checked before its end. The parser now applies the same limit.
+#[test]
+fn overlong_method_is_refused_in_any_split() {
+    let mut req = b"PO".to_vec();
+    req.resize(2 + 121, b'0');
+    req.extend_from_slice(b"ST / HTTP/1.1\r\nost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut reference = None;
+    for cut in [0, 1, 40, 64, 66, 100, req.len()] {
+        // First on a connection: not HTTP, whatever the split.
+        let mut t = T::new();
+        t.data(C, &req[..cut]).data(C, &req[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert!(xs.is_empty(), "cut {cut}: {xs:?}");
+        assert_eq!(t.tr.stats().non_http_connections, 1, "cut {cut}");
+        // After a request: the same exchanges and counters as in one event.
+        let mut t = T::new();
+        t.data(C, b"GET /first HTTP/1.1\r\n\r\n");
+        t.data(C, &req[..cut]).data(C, &req[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        let got: Vec<_> = xs
+            .iter()
+            .map(|x| (x.request.as_ref().map(|r| r.method.clone()), x.incomplete))
+            .collect();
+        let stats = t.tr.stats().clone();
+        let (want, want_stats) = reference.get_or_insert((got.clone(), stats.clone()));
+        assert_eq!(&got, want, "cut {cut}");
+        assert_eq!(&stats, want_stats, "cut {cut}");
+    }
+}
