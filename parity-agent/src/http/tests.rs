@@ -1354,8 +1354,7 @@ fn bytes_after_an_oversized_head_are_scanned_in_any_split() {
 #[test]
 fn status_line_after_a_bad_one_on_the_same_line_is_found_in_any_split() {
     let minimal: &[u8] = b"\r\nHTTP/1.1 2HTTP/1.1 204 No Content\r\n\r\n";
-    let fuzzed: &[u8] =
-        b"\r\nHTTP/1.1 2HTTP/1.1 202 Accepted\r\nols\rent-Length: 5\r\n\r\nCCCC";
+    let fuzzed: &[u8] = b"\r\nHTTP/1.1 2HTTP/1.1 202 Accepted\r\nols\rent-Length: 5\r\n\r\nCCCC";
     for (name, resp, status, reason) in [
         ("minimal", minimal, 204, None),
         ("fuzzed", fuzzed, 202, Some(IncompleteReason::Malformed)),
