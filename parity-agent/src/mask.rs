@@ -246,7 +246,19 @@ impl Masker {
             || (s.jwt && self.jwt.is_match(v))
             || (s.bearer && self.bearer.is_match(v))
             || (s.digits >= 13 && has_card_number(b))
-            || (s.name_part && self.assignment.is_match(v))
+            || (s.name_part && self.assignment.is_match(v) && self.has_unmasked_assignment(v))
+    }
+
+    /// Does `v` hold a secret-named assignment whose value [`Masker::mask_text`] would replace
+    /// (not empty, not already a mask token)? The same rule as `mask_assignments`, so text the
+    /// masker wrote (`password=[masked:…]`) is not judged sensitive again.
+    fn has_unmasked_assignment(&self, v: &str) -> bool {
+        self.assignment.captures_iter(v).any(|c| {
+            c.name("dq")
+                .or_else(|| c.name("sq"))
+                .or_else(|| c.name("bare"))
+                .is_some_and(|m| !m.as_str().is_empty() && !m.as_str().starts_with(TOKEN_PREFIX))
+        })
     }
 
     /// Does `b` contain one of [`DEFAULT_NAME_PARTS`], in any case? (One vectorised search.)
@@ -1329,5 +1341,25 @@ mod tests {
             load_or_create_key(&p),
             Err(KeyError::BadLength { len: 5, .. })
         ));
+    }
+
+    /// Found by the `mask_record` fuzzer: text masked by `mask_text` was still judged sensitive
+    /// by `value_is_sensitive`, because an assignment whose value is already a mask token
+    /// (`token=[masked:…]`, which `mask_text` leaves as it is) counted as a secret. Masked
+    /// output was not clean by the masker's own judgement, and a value holding it (a JSON
+    /// string, a header) was masked a second time, whole.
+    #[test]
+    fn masked_assignments_are_not_sensitive_again() {
+        let m = Masker::new(&Config::default(), [1; 32], true);
+        let fuzzed = "mail alice@example?token=s4c110&x=%61lice%-0example.com";
+        let t = m.mask_text(fuzzed);
+        assert!(t.contains("token=[masked:") && !t.contains("s4c110"), "{t}");
+        assert!(!m.value_is_sensitive(&t), "{t}");
+        assert_eq!(m.mask_value(&t), t, "masking is idempotent");
+        let t = m.mask_text("password=hunter2; api_key='k' secret=\"s\"");
+        assert!(!m.value_is_sensitive(&t), "{t}");
+        // A real value beside a masked one is still found.
+        assert!(m.value_is_sensitive("token=[masked:0123456789ab] password=hunter2"));
+        assert!(m.value_is_sensitive("password=hunter2"));
     }
 }

@@ -6,7 +6,9 @@
 //! * with the default rules, nothing that leaves a masker is still sensitive: masked text, each
 //!   component of a masked request target (path segments, query names and values), masked JSON
 //!   string and number values, header values a masker let through, and the header values and
-//!   target of a masked record.
+//!   target of a masked record;
+//! * a [`CleanCache`] changes nothing: header values masked through it are masked as without
+//!   it, and a record written again with the cache warmed by the first write is identical.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -18,7 +20,7 @@ use parity_agent::config::Config;
 use parity_agent::exchange::{
     Anomaly, Body, Exchange, Headers, IncompleteReason, Request, Response, Version,
 };
-use parity_agent::mask::{Masker, TOKEN_PREFIX};
+use parity_agent::mask::{CleanCache, Masker, TOKEN_PREFIX};
 use parity_agent::record::{write_record, write_record_masked};
 use parity_agent::segment::Nanos;
 use parity_agent::stream::ConnId;
@@ -203,8 +205,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = defaults.mask_body(Some("application/json"), input.json.as_bytes());
     let _ = custom.mask_body(None, &input.uri);
+    let mut header_cache = CleanCache::default();
     for (n, v) in input.req_headers.iter().chain(&input.resp_headers) {
-        if defaults.mask_header_bytes(n, v).is_none() {
+        let masked = defaults.mask_header_bytes(n, v);
+        assert_eq!(
+            defaults.mask_header_cached(n, v, &mut header_cache),
+            masked,
+            "the clean-value cache changed how a header value is masked"
+        );
+        if masked.is_none() {
             assert_clean(
                 defaults,
                 "header value let through",
@@ -259,11 +268,21 @@ fuzz_target!(|data: &[u8]| {
     write_record(&ex, &mut out);
     check_record(&out, o.conn);
     out.clear();
-    write_record_masked(&ex, Some(custom), &mut out);
+    let mut custom_cache = CleanCache::default();
+    write_record_masked(&ex, Some(custom), &mut custom_cache, &mut out);
     check_record(&out, o.conn);
     out.clear();
-    write_record_masked(&ex, Some(defaults), &mut out);
+    let mut defaults_cache = CleanCache::default();
+    write_record_masked(&ex, Some(defaults), &mut defaults_cache, &mut out);
     let v = check_record(&out, o.conn);
+    // Again with the cache holding every value the first write found clean.
+    let mut again = Vec::new();
+    write_record_masked(&ex, Some(defaults), &mut defaults_cache, &mut again);
+    assert_eq!(
+        String::from_utf8_lossy(&again),
+        String::from_utf8_lossy(&out),
+        "a warm clean-value cache changed the masked record"
+    );
     for side in ["request", "response"] {
         if let Some(hs) = v[side]["headers"].as_array() {
             for h in hs {

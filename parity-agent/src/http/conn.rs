@@ -1154,9 +1154,13 @@ impl Conn {
                 }
                 LineCheck::NeedMore if r.buf.len() <= cap => {}
                 LineCheck::NeedMore | LineCheck::Invalid => {
-                    ctx.stats.skip(SkipReason::Resync, r.buf.len());
-                    r.buf.clear();
-                    r.at_line_start = take > 0 && avail[take - 1] == b'\n';
+                    // Only the candidate's first byte is known not to start a message: the rest
+                    // of the line is scanned again, as it is when the line comes in one event
+                    // (a status line can follow a bad one on the same line).
+                    ctx.stats.skip(SkipReason::Resync, 1);
+                    let rest = r.buf.split().freeze().slice(1..);
+                    r.at_line_start = false;
+                    self.run(dir, ts, &rest, 0, ctx);
                 }
             }
             return take;

@@ -423,6 +423,11 @@ fn parse_with<'b>(
                 httparse::Status::Partial => return Err(httparse::Error::NewLine),
             }
             let method = req.method.unwrap_or("").as_bytes();
+            // The limit `check_request_line` applies to a line still arriving: a head must not
+            // pass or fail depending on whether it came in one event or several.
+            if method.len() > MAX_METHOD_LEN {
+                return Err(httparse::Error::Token);
+            }
             let path = req.path.unwrap_or("").as_bytes();
             let m0 = offset(buf, method);
             let u0 = offset(buf, path);

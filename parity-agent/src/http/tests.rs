@@ -1368,3 +1368,73 @@ fn bytes_after_an_oversized_head_are_scanned_in_any_split() {
         }
     }
 }
+
+/// Found by the `http_stream` fuzzer (split invariance): while resynchronising, a candidate
+/// status line cut by the end of an event was buffered, and when it proved invalid the whole
+/// buffered line was dropped, with a valid status line later on the same line (`HTTP/1.1
+/// 2HTTP/1.1 204 ...`); in one event the same bytes were rescanned from the byte after the bad
+/// candidate and the response was found. The fuzzer's input (server bytes after a gap) is the
+/// second case.
+#[test]
+fn status_line_after_a_bad_one_on_the_same_line_is_found_in_any_split() {
+    let minimal: &[u8] = b"\r\nHTTP/1.1 2HTTP/1.1 204 No Content\r\n\r\n";
+    let fuzzed: &[u8] = b"\r\nHTTP/1.1 2HTTP/1.1 202 Accepted\r\nols\rent-Length: 5\r\n\r\nCCCC";
+    for (name, resp, status, reason) in [
+        ("minimal", minimal, 204, None),
+        ("fuzzed", fuzzed, 202, Some(IncompleteReason::Malformed)),
+    ] {
+        let mut skipped = None;
+        for cut in 0..=resp.len() {
+            let mut t = T::new();
+            t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+            t.gap(S, 100);
+            t.bytewise(S, &resp[..cut]).data(S, &resp[cut..]);
+            let xs = t.close(CloseReason::Fin);
+            let statuses: Vec<Option<u16>> = xs
+                .iter()
+                .map(|x| x.response.as_ref().map(|r| r.status))
+                .collect();
+            assert_eq!(statuses, [None, Some(status)], "{name} cut {cut}");
+            assert_eq!(xs[1].incomplete, reason, "{name} cut {cut}");
+            let s = t.tr.stats().skipped(SkipReason::Resync);
+            assert_eq!(
+                *skipped.get_or_insert(s),
+                s,
+                "{name} cut {cut}: skipped bytes differ"
+            );
+        }
+    }
+}
+
+/// Found by the `http_stream` fuzzer (split invariance): a request whose method is longer than
+/// the start-line check allows (`MAX_METHOD_LEN`) was parsed as a request when its whole head
+/// came in one event (httparse has no such limit), but judged not HTTP when the line arrived
+/// in pieces and was checked before its end. The parser now applies the same limit.
+#[test]
+fn overlong_method_is_refused_in_any_split() {
+    let mut req = b"PO".to_vec();
+    req.resize(2 + 121, b'0');
+    req.extend_from_slice(b"ST / HTTP/1.1\r\nost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut reference = None;
+    for cut in [0, 1, 40, 64, 66, 100, req.len()] {
+        // First on a connection: not HTTP, whatever the split.
+        let mut t = T::new();
+        t.data(C, &req[..cut]).data(C, &req[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        assert!(xs.is_empty(), "cut {cut}: {xs:?}");
+        assert_eq!(t.tr.stats().non_http_connections, 1, "cut {cut}");
+        // After a request: the same exchanges and counters as in one event.
+        let mut t = T::new();
+        t.data(C, b"GET /first HTTP/1.1\r\n\r\n");
+        t.data(C, &req[..cut]).data(C, &req[cut..]);
+        let xs = t.close(CloseReason::Fin);
+        let got: Vec<_> = xs
+            .iter()
+            .map(|x| (x.request.as_ref().map(|r| r.method.clone()), x.incomplete))
+            .collect();
+        let stats = t.tr.stats().clone();
+        let (want, want_stats) = reference.get_or_insert((got.clone(), stats.clone()));
+        assert_eq!(&got, want, "cut {cut}");
+        assert_eq!(&stats, want_stats, "cut {cut}");
+    }
+}
