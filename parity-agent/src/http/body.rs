@@ -458,6 +458,10 @@ impl Kept {
 /// Length, SHA-256 and kept prefix of the decoded body, computed as bytes arrive.
 pub(crate) struct BodySink {
     hasher: Option<Sha256>,
+    /// Hash of the encoded bytes as sent, for a body that needs content decoding: when decoding
+    /// fails, the body is described by these (how many bytes a decoder gave back before the
+    /// error depends on how the body was cut into pieces; the bytes as sent do not).
+    wire_hasher: Option<Sha256>,
     len: u64,
     wire_len: u64,
     kept: Kept,
@@ -478,6 +482,7 @@ impl BodySink {
     pub fn new(keep_cap: usize, codings: Codings, decoded_limit: u64) -> BodySink {
         BodySink {
             hasher: None,
+            wire_hasher: None,
             len: 0,
             wire_len: 0,
             kept: Kept::Empty,
@@ -502,11 +507,16 @@ impl BodySink {
             return;
         }
         self.wire_len += piece.len() as u64;
-        if self.decode_stopped {
+        if !self.codings.needs_decoding() {
+            if !self.decode_stopped {
+                self.accept_shared(piece);
+            }
             return;
         }
-        if !self.codings.needs_decoding() {
-            self.accept_shared(piece);
+        self.wire_hasher
+            .get_or_insert_with(Sha256::new)
+            .update(&piece);
+        if self.decode_stopped {
             return;
         }
         if self.decoder.is_none() {
@@ -600,6 +610,21 @@ impl BodySink {
         }
         if self.len == 0 && self.wire_len == 0 {
             return (Body::empty(), self.error);
+        }
+        if self.error.is_some() && self.codings.needs_decoding() {
+            // Not decodable: the body as sent, nothing kept (see `wire_hasher`).
+            let sha256 = match self.wire_hasher {
+                Some(h) => h.finalize().into(),
+                None => crate::exchange::EMPTY_SHA256,
+            };
+            let body = Body {
+                len: self.wire_len,
+                wire_len: self.wire_len,
+                sha256,
+                capped: self.wire_len > 0,
+                kept: Bytes::new(),
+            };
+            return (body, self.error);
         }
         let sha256 = match self.hasher {
             Some(h) => h.finalize().into(),
