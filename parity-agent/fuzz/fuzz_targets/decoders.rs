@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use parity_agent::exchange::IncompleteReason;
 use parity_agent::http::{HttpConfig, HttpTracker};
 use parity_agent::segment::Nanos;
 use parity_agent::stream::{CloseReason, ConnId, Direction, StreamEvent};
@@ -130,7 +131,11 @@ fuzz_target!(|data: &[u8]| {
     );
     let decodable = d.codings.iter().any(|&c| CODINGS[c] != "identity")
         && d.codings.iter().all(|&c| CODINGS[c] != "compress");
-    if decodable {
+    if decodable && x.incomplete == Some(IncompleteReason::DecodeError) {
+        // Not decodable: described by the bytes as sent, nothing kept.
+        assert_eq!(b.len, b.wire_len, "a decode error reports the body as sent");
+        assert!(b.kept.is_empty(), "a decode error keeps nothing");
+    } else if decodable {
         assert!(
             b.len <= cfg.max_decoded_bytes as u64,
             "decoded {} bytes, limit {}",
