@@ -494,6 +494,16 @@ impl Reader {
         }
     }
 
+    /// `n` bytes taken at `ts` into the message: it ends no earlier than `ts` (whether the
+    /// bytes came in one event or in several at that time).
+    fn note_end(&mut self, n: usize, ts: Nanos) {
+        if n > 0 {
+            if let Some(m) = self.msg.as_mut() {
+                m.end = ts;
+            }
+        }
+    }
+
     fn mem(&self) -> usize {
         let body = match &self.state {
             State::Body(r) => r.buffered(),
@@ -665,6 +675,7 @@ impl Conn {
                 let r = &mut self.readers[d];
                 let keep = cap.saturating_sub(r.buf.len()).min(e);
                 r.buf.extend_from_slice(&avail[..keep]);
+                r.note_end(keep, ts);
                 self.cut_head(dir, ts, IncompleteReason::HeaderCap, ctx);
                 // The rest of the head is scanned like any bytes after a cut head, as it must
                 // be when its end is not in this event (the branch below): where the stream was
@@ -693,6 +704,7 @@ impl Conn {
             let r = &mut self.readers[d];
             let keep = cap.saturating_sub(r.buf.len());
             r.buf.extend_from_slice(&avail[..keep]);
+            r.note_end(keep, ts);
             self.cut_head(dir, ts, IncompleteReason::HeaderCap, ctx);
             // The bytes after the cap are scanned for the next message (and counted as
             // skipped), not dropped with the head: a message after an oversized head in the same

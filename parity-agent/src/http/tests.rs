@@ -1475,3 +1475,51 @@ fn a_body_that_fails_to_decode_is_described_as_sent_in_any_split() {
         assert_eq!(run(piece), whole, "pieces of {piece}");
     }
 }
+
+#[test]
+fn a_head_cut_at_the_cap_ends_at_the_time_of_its_last_bytes_in_any_split() {
+    // Found by the `http_stream` fuzzer: the head's end time was the event before the one that
+    // crossed the cap when that event came whole, and that event's time when it came in pieces.
+    let run = |pieces: &[&[u8]]| {
+        let mut tr = HttpTracker::new(HttpConfig {
+            max_header_bytes: 64,
+            ..cfg()
+        });
+        let mut out = Vec::new();
+        let ev = |data: &[u8], ts: u64| StreamEvent::Data {
+            conn: ConnId(1),
+            dir: C,
+            ts: Nanos(ts),
+            data: Bytes::copy_from_slice(data),
+        };
+        tr.on_event(
+            StreamEvent::Open {
+                conn: ConnId(1),
+                client: "10.0.0.1:40000".parse().expect("addr"),
+                server: "10.0.0.2:80".parse().expect("addr"),
+                ts: Nanos(1_000),
+                mid_stream: false,
+            },
+            &mut out,
+        );
+        tr.on_event(ev(b"GET / HTTP/1.1\r\nA: ", 2_000), &mut out);
+        for p in pieces {
+            tr.on_event(ev(p, 3_000), &mut out);
+        }
+        tr.on_event(
+            StreamEvent::Close {
+                conn: ConnId(1),
+                ts: Nanos(4_000),
+                reason: CloseReason::Fin,
+                reset_by: None,
+            },
+            &mut out,
+        );
+        assert_eq!(out[0].incomplete, Some(IncompleteReason::HeaderCap));
+        out[0].request_end
+    };
+    let filler = [b'x'; 100];
+    let whole = run(&[&filler]);
+    assert_eq!(whole, Some(Nanos(3_000)));
+    assert_eq!(run(&[&filler[..30], &filler[30..]]), whole);
+}
