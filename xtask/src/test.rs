@@ -221,20 +221,12 @@ fn fuzz() -> Result<()> {
 }
 
 fn soak() -> Result<()> {
-    // The soak starts target/release/parity-agent, which `cargo test` does not build (the
-    // bench phase built it already, with the same invocation).
+    // Built by the same invocation as the bench's (the agent it starts and the test itself), and
+    // run directly: `cargo test` would resolve features on its own and rebuild the agent.
     crate::util::build_release_tools()?;
-    sh(cargo()
-        .args([
-            "test",
-            "-p",
-            "parity-tests",
-            "--release",
-            "--test",
-            "soak",
-            "--",
-            "--ignored",
-            "--nocapture",
-        ])
+    let exe = crate::util::release_test_executable("soak")?;
+    sh(Command::new(exe)
+        .current_dir(crate::root().join("tests"))
+        .args(["--ignored", "--nocapture"])
         .env("PARITY_SOAK_SECONDS", "60"))
 }

@@ -45,26 +45,59 @@ pub fn cargo() -> Command {
     c
 }
 
-/// Release build of everything the demo and the benchmarks start: the agent, the demo and load
-/// binaries, the comparator benchmark. One cargo invocation with one feature resolution, so the
-/// demo, the bench and the soak phase do not each rebuild the agent with different features.
+/// What [`build_release_tools`] builds, in one cargo invocation.
+const RELEASE_TOOLS: [&str; 15] = [
+    "build",
+    "--release",
+    "-p",
+    "parity-agent",
+    "-p",
+    "parity-tests",
+    "--bin",
+    "parity-agent",
+    "--bin",
+    "parity-demo",
+    "--bin",
+    "parity-load",
+    "--example",
+    "compare_bench",
+    "--test=soak",
+];
+
+/// Release build of everything the demo, the benchmarks and the soak start: the agent, the demo
+/// and load binaries, the comparator benchmark, the soak test. One cargo invocation with one
+/// feature resolution, so that they do not each rebuild the agent with different features (a
+/// `cargo test` of the soak alone resolved them differently again).
 pub fn build_release_tools() -> Result<()> {
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "parity-agent",
-        "-p",
-        "parity-tests",
-        "--bin",
-        "parity-agent",
-        "--bin",
-        "parity-demo",
-        "--bin",
-        "parity-load",
-        "--example",
-        "compare_bench",
-    ]))
+    run_cmd(cargo().args(RELEASE_TOOLS))
+}
+
+/// The executable of the release test target `name` built by [`build_release_tools`] (asked of
+/// cargo again, which finds everything fresh and reports the paths).
+pub fn release_test_executable(name: &str) -> Result<PathBuf> {
+    let out = cargo()
+        .args(RELEASE_TOOLS)
+        .arg("--message-format=json")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("asking cargo for the release test executables")?;
+    if !out.status.success() {
+        bail!("cargo build --message-format=json failed: {}", out.status);
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = v["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if is_test && v["target"]["name"] == name {
+            if let Some(exe) = v["executable"].as_str() {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    bail!("cargo reported no executable for the test target {name:?}")
 }
 
 /// Build `parity-agent` (with the eBPF object) and return the binary's path.
