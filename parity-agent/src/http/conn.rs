@@ -1229,7 +1229,15 @@ impl Conn {
                     r.buf.extend_from_slice(&avail[p..]);
                     return avail.len();
                 }
-                LineCheck::NeedMore | LineCheck::Invalid => from = p + 1,
+                // Not a start line: requests go on at the next line start (searched from the
+                // candidate itself, so that the line after an empty one is a candidate too),
+                // responses at the next byte.
+                LineCheck::NeedMore | LineCheck::Invalid => {
+                    from = match kind {
+                        Kind::Request => p,
+                        Kind::Response => p + 1,
+                    }
+                }
             }
         }
     }

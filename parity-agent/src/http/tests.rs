@@ -1523,3 +1523,39 @@ fn a_head_cut_at_the_cap_ends_at_the_time_of_its_last_bytes_in_any_split() {
     assert_eq!(whole, Some(Nanos(3_000)));
     assert_eq!(run(&[&filler[..30], &filler[30..]]), whole);
 }
+
+#[test]
+fn a_request_after_a_bad_head_ending_in_an_empty_line_is_found_in_any_split() {
+    // Found by the `http_stream` fuzzer: an invalid head whose last line is empty made the
+    // resynchronisation skip the line after it when both came in one event (the next candidate
+    // was searched from the byte after the empty line's line end, so the request line there was
+    // passed over), and find it when the empty line ended an event.
+    let stream: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET/  HTTP/1.1\r\nX\r\n\nHosT / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let methods = |cut: Option<usize>| {
+        let mut t = T::new();
+        match cut {
+            None => {
+                t.data(C, stream);
+            }
+            Some(k) => {
+                t.data(C, &stream[..k]).data(C, &stream[k..]);
+            }
+        }
+        t.data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        t.close(CloseReason::Fin)
+            .iter()
+            .filter_map(|x| {
+                x.request
+                    .as_ref()
+                    .map(|r| String::from_utf8_lossy(&r.method).into_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let whole = methods(None);
+    assert!(whole.contains(&"HosT".to_string()), "{whole:?}");
+    let empty_line_end = stream.len() - "HosT / HTTP/1.1\r\nHost: a\r\n\r\n".len();
+    for k in [empty_line_end, empty_line_end - 1, 40, 60] {
+        assert_eq!(methods(Some(k)), whole, "cut at {k}");
+    }
+}
