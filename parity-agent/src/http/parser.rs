@@ -220,7 +220,8 @@ pub(crate) fn scan_head(prev: &[u8], data: &[u8]) -> HeadScan {
 pub(crate) fn fast_head_end(data: &[u8], cap: usize) -> Option<usize> {
     static CRLFCRLF: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
     let finder = CRLFCRLF.get_or_init(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
-    let window = &data[..data.len().min(cap.saturating_add(4))];
+    // The whole head, its final empty line included, must fit in `cap`, as on the slow path.
+    let window = &data[..data.len().min(cap)];
     let end = finder.find(window)? + 4;
     let head = &data[..end];
     // Every LF preceded by a CR (lone CRs are rejected by the parser later): no earlier end.

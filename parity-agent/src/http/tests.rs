@@ -1559,3 +1559,30 @@ fn a_request_after_a_bad_head_ending_in_an_empty_line_is_found_in_any_split() {
         assert_eq!(methods(Some(k)), whole, "cut at {k}");
     }
 }
+
+#[test]
+fn a_head_just_over_the_cap_is_cut_whether_it_comes_whole_or_in_pieces() {
+    // Found by the `http_stream` fuzzer: the fast path took a head of up to `cap + 4` bytes when
+    // it came in one event, the buffered path cut it at `cap`.
+    let head = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+    for cap in [head.len() - 3, head.len() - 1, head.len(), head.len() + 1] {
+        let outcome = |pieces: &[&[u8]]| {
+            let mut t = T::with(HttpConfig {
+                max_header_bytes: cap,
+                ..cfg()
+            });
+            for p in pieces {
+                t.data(C, p);
+            }
+            let ex = t.close(CloseReason::Fin);
+            (ex[0].incomplete, req(&ex[0]).headers.len())
+        };
+        let whole = outcome(&[head]);
+        assert_eq!(
+            whole.0 == Some(IncompleteReason::HeaderCap),
+            head.len() > cap,
+            "cap {cap}: {whole:?}"
+        );
+        assert_eq!(outcome(&[&head[..20], &head[20..]]), whole, "cap {cap}");
+    }
+}
