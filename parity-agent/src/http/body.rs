@@ -213,14 +213,17 @@ impl Chunked {
                     // its part from earlier calls.
                     let line_start = i;
                     let held = self.line.len();
+                    let limit = if self.state == ChunkState::Size {
+                        MAX_CHUNK_LINE
+                    } else {
+                        max_trailer.saturating_sub(self.trailer_len)
+                    };
                     let Some(rel) = memchr::memchr(b'\n', &data[i..]) else {
                         self.line.extend_from_slice(&data[i..]);
-                        let limit = if self.state == ChunkState::Size {
-                            MAX_CHUNK_LINE
-                        } else {
-                            max_trailer.saturating_sub(self.trailer_len)
-                        };
                         if self.line.len() > limit {
+                            if self.state == ChunkState::Size {
+                                anomalies.insert(Anomaly::BadChunkSize);
+                            }
                             self.line.truncate(held);
                             return Err(FramingError {
                                 at: line_start,
@@ -244,6 +247,14 @@ impl Chunked {
                     };
                     i = end + 1;
                     let raw_line = line;
+                    // A line over the limit fails as it does when it comes in pieces (then the
+                    // limit is hit before its end is seen), whatever the rest of it says.
+                    if raw_line.len() > limit {
+                        if self.state == ChunkState::Size {
+                            anomalies.insert(Anomaly::BadChunkSize);
+                        }
+                        return Err(fail(raw_line));
+                    }
                     let line = match line.strip_suffix(b"\r") {
                         Some(l) => l,
                         None => {
@@ -737,6 +748,29 @@ mod tests {
         let (res, anomalies) = chunked(b"000\r\n\r\n", 1);
         assert_eq!(res.expect("zeros").0, b"");
         assert!(anomalies.is_empty());
+    }
+
+    #[test]
+    fn an_overlong_chunk_line_fails_alike_in_any_split() {
+        // Found by the `http_stream` fuzzer: a chunk line over the limit that came whole was
+        // parsed (and flagged `bare_lf`), in pieces it failed at the limit.
+        for tail in [&b"\n"[..], b"\r\n"] {
+            let mut line = b"5;".to_vec();
+            line.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE));
+            line.extend_from_slice(tail);
+            line.extend_from_slice(b"hello\r\n0\r\n\r\n");
+            let whole = chunked(&line, line.len());
+            assert!(whole.0.is_err());
+            assert!(whole.1.contains(Anomaly::BadChunkSize));
+            assert!(!whole.1.contains(Anomaly::BareLf));
+            for step in [1, 100, MAX_CHUNK_LINE] {
+                // Where the offending bytes start differs by split (the caller rescans them
+                // alike); the verdict and the anomalies must not.
+                let (res, anomalies) = chunked(&line, step);
+                assert!(res.is_err(), "pieces of {step}");
+                assert_eq!(anomalies, whole.1, "pieces of {step}");
+            }
+        }
     }
 
     #[test]
