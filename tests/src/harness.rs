@@ -199,3 +199,22 @@ pub fn metric(agent: &Agent, name: &str, labels: &[(&str, &str)]) -> Result<f64>
 pub fn capture_dropped(agent: &Agent) -> Result<f64> {
     metric(agent, "parity_capture_dropped_total", &[])
 }
+
+/// Totals of the first pair in a summary (`/api/summary` or a report): compared, diverged, and
+/// unmatched by reason.
+pub fn pair_totals(summary: &Value) -> (u64, u64, BTreeMap<String, u64>) {
+    let p = &summary["pairs"][0];
+    let unmatched = p["unmatched"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        p["compared"].as_u64().unwrap_or(0),
+        p["diverged"].as_u64().unwrap_or(0),
+        unmatched,
+    )
+}

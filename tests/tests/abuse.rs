@@ -7,7 +7,6 @@
 //! Each test runs its own upstreams and agent (live eBPF capture), on loopback or inside a
 //! network namespace of its own, and removes them even when it fails.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,13 +18,12 @@ use parity_tests::demo;
 use parity_tests::env;
 use parity_tests::faults::{self, Seen, ServerOpts, Side};
 use parity_tests::harness::{
-    capture_dropped, check_memory, free_addr, mib, outcome, pair_config, records_by_id, runtime,
-    wait_until, MemoryLimits,
+    capture_dropped, check_memory, free_addr, mib, outcome, pair_config, pair_totals,
+    records_by_id, runtime, wait_until, MemoryLimits,
 };
 use parity_tests::hostile::{self, Slow, SynSources};
 use parity_tests::http1::Client;
 use parity_tests::netns::Netns;
-use serde_json::Value;
 
 /// The abuse tests' limits: small, so that hostile traffic reaches them.
 fn small_limits() -> MemoryLimits {
@@ -36,23 +34,6 @@ fn small_limits() -> MemoryLimits {
         compare_queue: 16,
         max_body_bytes: 1 << 20,
     }
-}
-
-fn pair_totals(summary: &Value) -> (u64, u64, BTreeMap<String, u64>) {
-    let p = &summary["pairs"][0];
-    let unmatched = p["unmatched"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
-    (
-        p["compared"].as_u64().unwrap_or(0),
-        p["diverged"].as_u64().unwrap_or(0),
-        unmatched,
-    )
 }
 
 /// `n` well-formed mirrored requests with ids `{tag}-{i}`, on one keep-alive connection per side.

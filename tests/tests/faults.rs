@@ -16,7 +16,8 @@ use parity_tests::demo;
 use parity_tests::env;
 use parity_tests::faults::{self, Seen, ServerOpts, Side};
 use parity_tests::harness::{
-    capture_dropped, free_addr, outcome, pair_config, records_by_id, runtime, wait_until,
+    capture_dropped, free_addr, outcome, pair_config, pair_totals, records_by_id, runtime,
+    wait_until,
 };
 use parity_tests::http1::Client;
 use parity_tests::netns;
@@ -32,24 +33,6 @@ struct Expect {
 }
 
 const COMPARED: Option<(&str, &str)> = None;
-
-/// Totals of the pair in `/api/summary`: compared, diverged, and unmatched by reason.
-fn totals(summary: &Value) -> (u64, u64, BTreeMap<String, u64>) {
-    let p = &summary["pairs"][0];
-    let unmatched = p["unmatched"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
-    (
-        p["compared"].as_u64().unwrap_or(0),
-        p["diverged"].as_u64().unwrap_or(0),
-        unmatched,
-    )
-}
 
 #[test]
 fn broken_exchanges_end_unmatched_with_their_reason_and_never_diverge() -> Result<()> {
@@ -236,7 +219,7 @@ fn broken_exchanges_end_unmatched_with_their_reason_and_never_diverge() -> Resul
         Duration::from_secs(30),
         "every id compared or counted",
         || {
-            let (c, _, u) = totals(&agent.summary()?);
+            let (c, _, u) = pair_totals(&agent.summary()?);
             Ok(c + u.values().sum::<u64>() >= want_total)
         },
     )?;
@@ -245,7 +228,7 @@ fn broken_exchanges_end_unmatched_with_their_reason_and_never_diverge() -> Resul
 
     let summary = agent.summary()?;
     let metrics = agent.metrics()?;
-    let (compared, diverged, unmatched) = totals(&summary);
+    let (compared, diverged, unmatched) = pair_totals(&summary);
     assert_eq!(capture_dropped(&agent)?, 0.0, "no capture loss:\n{metrics}");
     assert_eq!(
         diverged, 0,
@@ -464,7 +447,7 @@ fn mirror_down_then_slow_counts_timeouts_with_a_bounded_pending_table() -> Resul
         Duration::from_secs(20),
         "slow ids timed out and healthy ones compared",
         || {
-            let (c, _, _) = totals(&agent.summary()?);
+            let (c, _, _) = pair_totals(&agent.summary()?);
             Ok(c >= healthy && unmatched_mirror(&agent, "timeout")? >= timeout1 + slow as f64)
         },
     )?;
@@ -474,7 +457,7 @@ fn mirror_down_then_slow_counts_timeouts_with_a_bounded_pending_table() -> Resul
 
     let metrics = agent.metrics()?;
     let summary = agent.summary()?;
-    let (compared, diverged, unmatched) = totals(&summary);
+    let (compared, diverged, unmatched) = pair_totals(&summary);
     assert_eq!(capture_dropped(&agent)?, 0.0);
     assert_eq!(compared, healthy, "{summary:#}");
     assert_eq!(diverged, 0);
@@ -558,7 +541,7 @@ fn sigkilled_under_load_then_restarted_compares_correctly_and_captures_once() ->
         listen: Some(listen_a),
     })?;
     wait_until(Duration::from_secs(20), "the first agent compares", || {
-        Ok(totals(&a.summary()?).0 >= 100)
+        Ok(pair_totals(&a.summary()?).0 >= 100)
     })?;
     let held = netns::bpf_ids_of(a.pid().context("pid")?)?;
     assert!(
@@ -595,7 +578,7 @@ fn sigkilled_under_load_then_restarted_compares_correctly_and_captures_once() ->
         Duration::from_secs(20),
         "the restarted agent settles",
         || {
-            let (c, _, u) = totals(&b.summary()?);
+            let (c, _, u) = pair_totals(&b.summary()?);
             let n = c + u.values().sum::<u64>();
             let settled = n > 0 && n == last;
             last = n;
@@ -605,7 +588,7 @@ fn sigkilled_under_load_then_restarted_compares_correctly_and_captures_once() ->
     )?;
     let summary = b.summary()?;
     let metrics = b.metrics()?;
-    let (compared, _, unmatched) = totals(&summary);
+    let (compared, _, unmatched) = pair_totals(&summary);
     assert_eq!(capture_dropped(&b)?, 0.0);
     assert_eq!(
         metric_sum(
