@@ -532,6 +532,13 @@ impl Reader {
     }
 }
 
+/// Judges a resynchronisation candidate on its first `cap` (`max_header_bytes`) bytes only: a
+/// start line that does not end within them could not begin a head that fits, and judging more
+/// would make the verdict depend on how much of the line the current event happens to hold.
+fn check_candidate(kind: Kind, line: &[u8], cap: usize) -> LineCheck {
+    check_start_line(kind, &line[..line.len().min(cap)])
+}
+
 /// One connection's HTTP state.
 pub(crate) struct Conn {
     mid_stream: bool,
@@ -1160,7 +1167,7 @@ impl Conn {
             // A candidate line cut by the end of the previous event.
             let take = memchr::memchr(b'\n', avail).map_or(avail.len(), |i| i + 1);
             r.buf.extend_from_slice(&avail[..take]);
-            match check_start_line(kind, &r.buf) {
+            match check_candidate(kind, &r.buf, cap) {
                 LineCheck::Valid(_) => {
                     r.start_msg(ts, true);
                 }
@@ -1218,7 +1225,7 @@ impl Conn {
                 r.at_line_start = true;
                 return avail.len();
             }
-            match check_start_line(kind, &avail[p..]) {
+            match check_candidate(kind, &avail[p..], cap) {
                 LineCheck::Valid(_) => {
                     ctx.stats.skip(SkipReason::Resync, p);
                     r.start_msg(ts, true);

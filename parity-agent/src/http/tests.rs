@@ -46,8 +46,12 @@ impl T {
     }
 
     fn mid_stream() -> T {
+        T::mid_stream_with(cfg())
+    }
+
+    fn mid_stream_with(cfg: HttpConfig) -> T {
         let mut t = T {
-            tr: HttpTracker::new(cfg()),
+            tr: HttpTracker::new(cfg),
             out: Vec::new(),
             ts: 1_000,
         };
@@ -1585,4 +1589,42 @@ fn a_head_just_over_the_cap_is_cut_whether_it_comes_whole_or_in_pieces() {
         );
         assert_eq!(outcome(&[&head[..20], &head[20..]]), whole, "cap {cap}");
     }
+}
+
+#[test]
+fn a_resync_candidate_line_longer_than_the_cap_is_judged_alike_in_any_split() {
+    // Found by the `http_stream` fuzzer on a mid-stream connection: a request line longer than
+    // `max_header_bytes` was a candidate (then a head cut at the cap, its line lost) when it came
+    // whole, dropped when it came in small pieces, and started a message whose line was kept
+    // whole when the pieces grew past the cap in one step. A candidate is now judged on its
+    // first `max_header_bytes` bytes only, as a head is cut at that size.
+    let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
+    let short = "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    let stream = format!("tail of a body\r\n{long}Host: a\r\n\r\n{short}");
+    let bytes = stream.as_bytes();
+    let outcome = |cuts: &[usize]| {
+        let mut t = T::mid_stream_with(HttpConfig {
+            max_header_bytes: 200,
+            ..cfg()
+        });
+        let mut from = 0;
+        for &c in cuts.iter().chain([bytes.len()].iter()) {
+            t.data(C, &bytes[from..c]);
+            from = c;
+        }
+        let ex = t.close(CloseReason::Fin);
+        let uris: Vec<Option<String>> = ex
+            .iter()
+            .map(|e| e.request.as_ref().map(|_| uri(e)))
+            .collect();
+        (uris, t.tr.stats().clone())
+    };
+    let whole = outcome(&[]);
+    assert_eq!(whole.0, vec![Some("/next".to_string())], "{whole:?}");
+    // Small pieces, and small pieces then one piece that carries the line past the cap.
+    assert_eq!(
+        outcome(&(1..bytes.len()).step_by(7).collect::<Vec<_>>()),
+        whole
+    );
+    assert_eq!(outcome(&[16, 100, 190]), whole);
 }
