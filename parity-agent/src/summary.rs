@@ -533,13 +533,23 @@ pub struct LatencyRegression {
     pub ratio: f64,
 }
 
+/// A duration in seconds for people: seconds from one second up, milliseconds below (a short
+/// run is not "0.0 s").
+fn format_span(secs: f64) -> String {
+    if secs >= 1.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{:.0} ms", secs * 1000.0)
+    }
+}
+
 /// A report as text for people: per pair the totals, unmatched reasons, endpoints by
 /// divergence with their top differences, and latency regressions.
 pub fn render_text(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let span = match (r.from, r.to) {
-        (Some(f), Some(t)) => format!("{:.1} s of traffic", t - f),
+        (Some(f), Some(t)) => format!("{} of traffic", format_span(t - f)),
         _ => "no traffic".to_string(),
     };
     let dropped: u64 = r.capture.dropped.values().sum();
@@ -685,6 +695,15 @@ mod tests {
             mirror_latency: Some(m),
             ts: Nanos(1_764_324_000_000_000_000),
         }
+    }
+
+    #[test]
+    fn short_spans_are_shown_in_milliseconds() {
+        assert_eq!(format_span(0.0), "0 ms");
+        assert_eq!(format_span(0.0424), "42 ms");
+        assert_eq!(format_span(0.9994), "999 ms");
+        assert_eq!(format_span(1.0), "1.0 s");
+        assert_eq!(format_span(26.37), "26.4 s");
     }
 
     #[test]
