@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -314,6 +314,9 @@ impl Pipeline {
             pending_memory: limits.pending_memory.as_usize(),
         });
         self.flow_memory = limits.flow_memory.as_usize();
+        if let Some(q) = &mut self.compare {
+            q.resize(limits.compare_queue);
+        }
     }
 
     /// Copy stage counters into metrics and the summary's capture section.
@@ -500,13 +503,24 @@ const MAX_COMPARE_BATCH: usize = 32;
 /// thread for every pair cost more than comparing a small pair. Within `compare_queue` pairs in
 /// all: `capacity` batches queued, the batch being filled and the batch being compared.
 struct CompareQueue {
-    tx: SyncSender<Vec<PairJob>>,
-    policy: QueuePolicy,
+    tx: QueueTx,
     worker: JoinHandle<()>,
     depth: Arc<std::sync::atomic::AtomicI64>,
     metrics: Arc<Metrics>,
     pending: Vec<PairJob>,
     batch: usize,
+}
+
+/// The sending side of the queue, by [`QueuePolicy`].
+enum QueueTx {
+    /// Replay: a channel of `capacity` batches; a full one makes the sender wait.
+    Block(SyncSender<Vec<PairJob>>),
+    /// Live capture: the bound is the count of queued pairs against `limit`, checked before
+    /// sending, so that a reload can change it; a batch over it is refused, never waited for.
+    Drop {
+        tx: mpsc::Sender<Vec<PairJob>>,
+        limit: usize,
+    },
 }
 
 /// Batch size and channel capacity (in batches) for a queue of `compare_queue` pairs:
@@ -527,7 +541,17 @@ impl CompareQueue {
         label_masker: Arc<Masker>,
     ) -> CompareQueue {
         let (batch, capacity) = compare_batching(compare_queue);
-        let (tx, rx) = mpsc::sync_channel(capacity);
+        let (tx, rx) = match policy {
+            QueuePolicy::Block => {
+                let (tx, rx) = mpsc::sync_channel(capacity);
+                (QueueTx::Block(tx), rx)
+            }
+            QueuePolicy::Drop => {
+                let (tx, rx) = mpsc::channel();
+                let limit = capacity * batch;
+                (QueueTx::Drop { tx, limit }, rx)
+            }
+        };
         let depth = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let worker = CompareWorker {
             comparators: cfg.pairs.iter().map(Comparator::new).collect(),
@@ -546,7 +570,6 @@ impl CompareQueue {
             });
         CompareQueue {
             tx,
-            policy,
             worker,
             depth,
             metrics: shared.metrics,
@@ -574,16 +597,21 @@ impl CompareQueue {
         }
         let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
         let n = jobs.len() as i64;
+        if let QueueTx::Drop { limit, .. } = &self.tx {
+            // Only this thread adds to the depth, so it cannot grow between check and send.
+            let queued = self.depth.load(std::sync::atomic::Ordering::Relaxed);
+            if queued > 0 && queued + n > *limit as i64 {
+                return jobs;
+            }
+        }
         let d = self
             .depth
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
             + n;
         self.metrics.compare_queue.set(d);
-        let r = match self.policy {
-            QueuePolicy::Block => self.tx.send(jobs).map_err(|e| e.0),
-            QueuePolicy::Drop => self.tx.try_send(jobs).map_err(|e| match e {
-                TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
-            }),
+        let r = match &self.tx {
+            QueueTx::Block(tx) => tx.send(jobs).map_err(|e| e.0),
+            QueueTx::Drop { tx, .. } => tx.send(jobs).map_err(|e| e.0),
         };
         match r {
             Ok(()) => Vec::new(),
@@ -592,6 +620,17 @@ impl CompareQueue {
                     .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
                 jobs
             }
+        }
+    }
+
+    /// A new `compare_queue` (live reload). Under [`QueuePolicy::Drop`] the new bound applies
+    /// to the next batch; pairs already queued beyond a smaller one are compared, not dropped.
+    /// A waiting queue ([`QueuePolicy::Block`], replay) keeps the channel it started with.
+    fn resize(&mut self, compare_queue: usize) {
+        let (batch, capacity) = compare_batching(compare_queue);
+        if let QueueTx::Drop { limit, .. } = &mut self.tx {
+            *limit = capacity * batch;
+            self.batch = batch;
         }
     }
 
@@ -682,6 +721,105 @@ impl CompareWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::{Body, Headers, Request, Response, Version};
+    use crate::stream::ConnId;
+    use bytes::Bytes;
+    use std::net::SocketAddr;
+
+    fn job() -> Box<PairJob> {
+        let ex = Exchange {
+            conn: ConnId(1),
+            trans_depth: 1,
+            client: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            server: SocketAddr::from(([127, 0, 0, 1], 80)),
+            request: Some(Request {
+                method: Bytes::from_static(b"GET"),
+                uri: Bytes::from_static(b"/x"),
+                version: Version::Http11,
+                headers: Headers::from_pairs(&[("x-request-id", "1")]),
+                body: Body::empty(),
+            }),
+            response: Some(Response {
+                status: 200,
+                reason: Bytes::from_static(b"OK"),
+                version: Version::Http11,
+                headers: Headers::default(),
+                body: Body::empty(),
+            }),
+            interim: vec![],
+            incomplete: None,
+            anomalies: vec![],
+            request_start: None,
+            request_end: None,
+            response_start: None,
+            response_end: None,
+        };
+        Box::new(PairJob {
+            pair: 0,
+            endpoint: Arc::from("GET /x"),
+            id: Bytes::from_static(b"1"),
+            primary: ex.clone(),
+            mirror: ex,
+        })
+    }
+
+    /// A live queue whose comparison thread is held in its first comparison until `release`
+    /// is dropped; the second channel reports each comparison started.
+    fn held_queue(compare_queue: usize) -> (CompareQueue, mpsc::Sender<()>, Receiver<()>) {
+        let cfg = Config::parse(
+            "[[pair]]\nname = \"p\"\nprimary = \"127.0.0.1:80\"\nmirror = \"127.0.0.1:81\"\n",
+            "t",
+        )
+        .unwrap();
+        let shared = Shared {
+            summary: Arc::new(Mutex::new(Summary::new(&cfg.pairs))),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let (release, held) = mpsc::channel::<()>();
+        let (started, seen) = mpsc::channel::<()>();
+        let hook: VerdictHook = Box::new(move |_, _, _| {
+            let _ = started.send(());
+            let _ = held.recv();
+        });
+        let masker = Arc::new(Masker::new(&cfg, [0; 32], true));
+        let q = CompareQueue::start(
+            &cfg,
+            compare_queue,
+            QueuePolicy::Drop,
+            shared,
+            Some(hook),
+            masker,
+        );
+        (q, release, seen)
+    }
+
+    /// Pushes `n` jobs and flushes; returns how many were refused.
+    fn offer(q: &mut CompareQueue, n: usize) -> usize {
+        let mut refused = 0;
+        for _ in 0..n {
+            refused += q.push(job()).len();
+        }
+        refused + q.flush().len()
+    }
+
+    #[test]
+    fn a_live_queue_refuses_beyond_its_bound_and_a_reload_resizes_it() {
+        // 64 pairs: batches of 4, 14 batches = 56 pairs may wait.
+        let (mut q, release, seen) = held_queue(64);
+        assert_eq!(offer(&mut q, 1), 0);
+        seen.recv().unwrap();
+        // The worker holds the first pair; 56 more wait, the rest is refused.
+        assert_eq!(offer(&mut q, 100), 100 - 56);
+        assert_eq!(offer(&mut q, 4), 4, "still full");
+        // Reloaded with room for 4 × 4096/32 … = 126 batches of 32: 4032 pairs.
+        q.resize(4096);
+        assert_eq!(offer(&mut q, 4032 - 56 + 64), 64);
+        // Shrunk: what waits is kept (and compared), nothing more is taken.
+        q.resize(64);
+        assert_eq!(offer(&mut q, 8), 8);
+        drop(release);
+        q.finish();
+    }
 
     #[test]
     fn compare_batches_stay_within_the_configured_queue() {

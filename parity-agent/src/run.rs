@@ -200,6 +200,11 @@ mod live {
                 if new.pairs != config.pairs {
                     tracing::warn!("SIGHUP: [[pair]] changes take effect at the next start; applying targets and limits only");
                 }
+                if new.limits.ring_buffer_bytes != config.limits.ring_buffer_bytes {
+                    tracing::warn!(
+                        "SIGHUP: limits.ring_buffer_bytes takes effect at the next start (the kernel's ring keeps its size); applying the other limits"
+                    );
+                }
                 if let Err(e) = capture.set_targets(&new.capture.targets) {
                     tracing::error!("SIGHUP: keeping the old targets: {e}");
                     return;
