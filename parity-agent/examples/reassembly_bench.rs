@@ -10,7 +10,8 @@
 //! for payloads sliced from one shared buffer (what a capture-file reader produces) and for
 //! payloads that each own a fresh `Vec` (the worst case for reference counting). Then measures
 //! real heap bytes per open flow with a counting allocator and compares them with
-//! `memory_used()`.
+//! `memory_used()`: just opened, and after one HTTP exchange through the reassembler and the
+//! HTTP stage (an idle keep-alive connection, what a live agent holds most of).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parity_agent::config::Limits;
+use parity_agent::http::{HttpConfig, HttpTracker};
 use parity_agent::reassembly::{Reassembler, ReassemblyConfig};
 use parity_agent::segment::{Nanos, Segment, TcpFlags};
 use parity_agent::stream::StreamEvent;
@@ -153,7 +156,13 @@ impl Gen {
     }
 }
 
-fn open_flows(r: &mut Reassembler, flows: usize, out: &mut Vec<StreamEvent>) {
+/// Opens `flows` flows with a handshake each; `sink` gets the events of each.
+fn open_flows(
+    r: &mut Reassembler,
+    flows: usize,
+    out: &mut Vec<StreamEvent>,
+    sink: &mut dyn FnMut(&mut Vec<StreamEvent>),
+) {
     for f in 0..flows {
         let (client, server) = endpoints(f);
         let syn = |src, dst, flags, seq, ack| Segment {
@@ -181,6 +190,7 @@ fn open_flows(r: &mut Reassembler, flows: usize, out: &mut Vec<StreamEvent>) {
             ),
             out,
         );
+        sink(out);
         out.clear();
     }
 }
@@ -262,7 +272,7 @@ fn run(stage: &mut dyn Stage, segments: u64, flows: usize, owned: bool) -> (f64,
 fn throughput(segments: u64, flows: usize, owned: bool) {
     let mut r = Reassembler::new(config(), vec![]);
     let mut out = Vec::new();
-    open_flows(&mut r, flows, &mut out);
+    open_flows(&mut r, flows, &mut out, &mut |_| {});
     let (secs, wall, pushed, bytes) = run(&mut r, segments, flows, owned);
     let st = r.stats();
     assert_eq!(
@@ -298,12 +308,78 @@ fn memory(flows: usize) {
     let before = HEAP.load(Ordering::Relaxed);
     let mut r = Reassembler::new(config(), vec![]);
     let mut out = Vec::new();
-    open_flows(&mut r, flows, &mut out);
+    open_flows(&mut r, flows, &mut out, &mut |_| {});
     let heap = HEAP.load(Ordering::Relaxed) - before;
     println!(
         "memory: {flows} open flows: heap {} B/flow, memory_used() {} B/flow",
         heap / flows as isize,
         r.memory_used() / r.flows_active().max(1),
+    );
+}
+
+/// `len` bytes of an HTTP/1.1 message: a head padded to `head` bytes with an `X-Pad` field, then
+/// `len - head` bytes of body (announced by `Content-Length`).
+fn http_message(first_line: &str, head: usize, len: usize) -> Bytes {
+    let start = format!("{first_line}\r\nContent-Length: {}\r\nX-Pad: ", len - head);
+    let pad = head - start.len() - 4;
+    let mut m = start.into_bytes();
+    m.extend(std::iter::repeat_n(b'p', pad));
+    m.extend_from_slice(b"\r\n\r\n");
+    m.resize(len, b'b');
+    Bytes::from(m)
+}
+
+/// Heap per open flow after one HTTP exchange on each, through the reassembler and the HTTP
+/// stage (what a live capture holds for an idle keep-alive connection), against the sum of
+/// both stages' `memory_used()`.
+fn memory_http(flows: usize) {
+    let before = HEAP.load(Ordering::Relaxed);
+    let mut r = Reassembler::new(config(), vec![]);
+    let mut http = HttpTracker::new(HttpConfig::from_limits(&Limits::default()));
+    let mut out = Vec::new();
+    let mut exchanges = Vec::new();
+    open_flows(&mut r, flows, &mut out, &mut |evs| {
+        for ev in evs.drain(..) {
+            http.on_event(ev, &mut exchanges);
+        }
+    });
+    let request = http_message("GET /x HTTP/1.1", REQUEST, REQUEST);
+    let response = http_message(
+        "HTTP/1.1 200 OK",
+        RESPONSE_HEAD,
+        RESPONSE_HEAD + RESPONSE_BODY,
+    );
+    let mut g = Gen {
+        shared: Bytes::from(vec![b'x'; 4096]),
+        owned: false,
+        flows,
+        seqs: vec![(u32::MAX - 49_999, u32::MAX - 69_999); flows],
+        n: 0,
+    };
+    let mut batch = Vec::new();
+    for f in 0..flows {
+        g.exchange(f, &mut batch);
+        // Request, ACK, response head, response body, ACK: put HTTP bytes in the payloads.
+        batch[0].payload = request.clone();
+        batch[2].payload = response.slice(..RESPONSE_HEAD);
+        batch[3].payload = response.slice(RESPONSE_HEAD..);
+        for seg in batch.drain(..) {
+            r.push(seg, &mut out);
+            for ev in out.drain(..) {
+                http.on_event(ev, &mut exchanges);
+            }
+        }
+        exchanges.clear();
+    }
+    let heap = HEAP.load(Ordering::Relaxed) - before;
+    let accounted = r.memory_used() + http.memory_used();
+    println!(
+        "memory: {flows} open flows after one HTTP exchange each ({} exchanges complete): heap {} B/flow, memory_used() {} B/flow (reassembly {} + http {})",
+        http.stats().complete,
+        heap / flows as isize,
+        accounted / flows,
+        r.memory_used() / flows,
+        http.memory_used() / flows,
     );
 }
 
@@ -325,6 +401,9 @@ fn main() {
     if matches!(only, "all" | "memory") {
         for n in [1_000, 100_000, 1_000_000] {
             memory(n);
+        }
+        for n in [1_000, 100_000] {
+            memory_http(n);
         }
     }
 }

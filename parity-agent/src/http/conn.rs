@@ -117,7 +117,8 @@ impl Slot {
             .response
             .as_ref()
             .map_or(0, |r| r.headers.heap_bytes() + r.body.kept.len());
-        std::mem::size_of::<Slot>() + req + resp
+        // The box with the allocator's header.
+        std::mem::size_of::<Slot>() + 16 + req + resp
     }
 }
 
@@ -135,7 +136,9 @@ struct Pairing {
     conn: ConnId,
     client: SocketAddr,
     server: SocketAddr,
-    slots: VecDeque<Slot>,
+    /// Boxed: an idle keep-alive connection keeps the deque's capacity (4 entries after the
+    /// first request), which must cost pointers, not 4 slots.
+    slots: VecDeque<Box<Slot>>,
     /// Index of the first slot whose response is not done.
     resp_idx: usize,
     next_depth: u32,
@@ -145,7 +148,11 @@ struct Pairing {
 
 impl Pairing {
     fn slot(&mut self, depth: u32) -> Option<&mut Slot> {
-        self.slots.iter_mut().rev().find(|s| s.depth == depth)
+        self.slots
+            .iter_mut()
+            .rev()
+            .find(|s| s.depth == depth)
+            .map(|s| &mut **s)
     }
 
     /// Queues a new request slot, emitting the oldest waiting one as `no_response` when more
@@ -168,7 +175,7 @@ impl Pairing {
         }
         let depth = self.next_depth;
         self.next_depth = self.next_depth.saturating_add(1);
-        self.slots.push_back(Slot::new(depth));
+        self.slots.push_back(Box::new(Slot::new(depth)));
         let last = self.slots.len() - 1;
         &mut self.slots[last]
     }
@@ -233,7 +240,7 @@ impl Pairing {
         slot.req_done = true;
         slot.anomalies.insert(Anomaly::UnsolicitedResponse);
         slot.incomplete = Some(IncompleteReason::NoRequest);
-        self.slots.push_back(slot);
+        self.slots.push_back(Box::new(slot));
         (depth, MethodKind::Other, false)
     }
 
@@ -365,7 +372,8 @@ impl Pairing {
         self.resp_idx = 0;
     }
 
-    fn emit(&self, slot: Slot, ctx: &mut Ctx<'_>) {
+    fn emit(&self, slot: Box<Slot>, ctx: &mut Ctx<'_>) {
+        let slot = *slot;
         if slot.request.is_none() && slot.response.is_none() {
             ctx.stats.lost_messages += 1;
             return;
@@ -397,8 +405,10 @@ impl Pairing {
         });
     }
 
+    /// The deque's capacity and every slot it holds.
     fn mem(&self) -> usize {
-        self.slots.iter().map(Slot::mem).sum()
+        self.slots.capacity() * std::mem::size_of::<Box<Slot>>()
+            + self.slots.iter().map(|s| s.mem()).sum::<usize>()
     }
 }
 

@@ -920,6 +920,23 @@ fn an_idle_connection_is_charged_its_state() {
     assert_eq!(t.tr.memory_used(), 99 * CONN_COST);
 }
 
+/// After a burst of pipelined requests the request queue keeps its capacity while the
+/// connection idles; that capacity was not charged, and each entry held a whole request slot
+/// (about 450 bytes), so an idle keep-alive connection cost twice its accounting (measured with
+/// a counting allocator in `examples/reassembly_bench.rs memory`). Entries are boxed now and the
+/// capacity is charged.
+#[test]
+fn an_idle_connection_is_charged_its_request_queue_capacity() {
+    let mut t = T::new();
+    let burst = "GET /p HTTP/1.1\r\nHost: a\r\n\r\n".repeat(10);
+    t.data(C, burst.as_bytes());
+    t.data(S, "HTTP/1.1 204 No Content\r\n\r\n".repeat(10).as_bytes());
+    assert_eq!(t.take().len(), 10);
+    let idle = t.tr.memory_used();
+    assert!(idle >= CONN_COST + 10 * size_of::<usize>(), "{idle}");
+    assert!(idle <= CONN_COST + 64 * size_of::<usize>(), "{idle}");
+}
+
 #[test]
 fn memory_is_accounted_and_released() {
     let mut t = T::new();
