@@ -542,9 +542,10 @@ impl Reader {
     }
 }
 
-/// Judges a resynchronisation candidate on its first `cap` (`max_header_bytes`) bytes only: a
-/// start line that does not end within them could not begin a head that fits, and judging more
-/// would make the verdict depend on how much of the line the current event happens to hold.
+/// Judges a start line (or a resynchronisation candidate) on its first `cap`
+/// (`max_header_bytes`) bytes only: a start line that does not end within them could not begin
+/// a head that fits, and judging more would make the verdict depend on how much of the line the
+/// current event happens to hold.
 fn check_candidate(kind: Kind, line: &[u8], cap: usize) -> LineCheck {
     check_start_line(kind, &line[..line.len().min(cap)])
 }
@@ -768,18 +769,21 @@ impl Conn {
         avail: &[u8],
         ctx: &mut Ctx<'_>,
     ) -> Option<usize> {
+        let cap = ctx.cfg.max_header_bytes;
         let r = &mut self.readers[dir.index()];
         if r.line_ok {
             return None;
         }
+        // Judged on the head's first `cap` bytes only, the most it could have had buffered had
+        // the bytes come in pieces.
         let check = if r.buf.is_empty() {
-            check_start_line(r.kind, avail)
+            check_candidate(r.kind, avail, cap)
         } else {
             let end = memchr::memchr(b'\n', avail).map_or(avail.len(), |i| i + 1);
             let mut line = Vec::with_capacity(r.buf.len() + end);
             line.extend_from_slice(&r.buf);
             line.extend_from_slice(&avail[..end]);
-            check_start_line(r.kind, &line)
+            check_candidate(r.kind, &line, cap)
         };
         if !matches!(check, LineCheck::Invalid) {
             return None;

@@ -1645,3 +1645,36 @@ fn a_resync_candidate_line_longer_than_the_cap_is_judged_alike_in_any_split() {
     );
     assert_eq!(outcome(&[16, 100, 190]), whole);
 }
+
+#[test]
+fn a_first_line_invalid_only_past_the_cap_is_judged_alike_in_any_split() {
+    // Found by the `http_stream` fuzzer: a connection's first line that looks like a request
+    // line for more than `max_header_bytes` bytes and turns invalid after them (`K PT\xff…* \0`)
+    // made the connection non-HTTP when it came in one event (the whole line was judged) and a
+    // head cut at the cap when it came in pieces (the line was judged on the bytes up to the
+    // cap). It is judged on its first `max_header_bytes` bytes in every split.
+    let mut line = b"K PT".to_vec();
+    line.resize(229, 0xff);
+    line.extend_from_slice(b"* \0\n\n\n");
+    let outcome = |cuts: &[usize]| {
+        let mut t = T::with(HttpConfig {
+            max_header_bytes: 200,
+            ..cfg()
+        });
+        let mut from = 0;
+        for &c in cuts.iter().chain([line.len()].iter()) {
+            t.data(C, &line[from..c]);
+            from = c;
+        }
+        let ex = t.close(CloseReason::Fin);
+        (ex.len(), t.tr.stats().clone())
+    };
+    let whole = outcome(&[]);
+    assert_eq!(whole.1.non_http_connections, 0, "{whole:?}");
+    assert_eq!(
+        outcome(&(1..line.len()).step_by(5).collect::<Vec<_>>()),
+        whole
+    );
+    assert_eq!(outcome(&[150]), whole);
+    assert_eq!(outcome(&[150, 210]), whole);
+}
