@@ -467,7 +467,7 @@ impl Pipeline {
         }
     }
 
-    fn count_queue_full(&self, rejected: Vec<PairJob>) {
+    fn count_queue_full(&self, rejected: Batch) {
         for job in rejected {
             let u = Unmatched {
                 pair: job.pair,
@@ -499,26 +499,32 @@ impl Pipeline {
 /// Most pairs sent to the comparison thread at once.
 const MAX_COMPARE_BATCH: usize = 32;
 
+/// Pairs sent to the comparison thread at once. Boxed: a batch sent with one pair in it must not
+/// carry room for `batch` whole pairs while it waits.
+type Batch = Vec<Box<PairJob>>;
+
 /// The bounded queue in front of the comparison thread. Pairs travel in batches: waking the
 /// thread for every pair cost more than comparing a small pair. Within `compare_queue` pairs in
-/// all: `capacity` batches queued, the batch being filled and the batch being compared.
+/// all: `capacity × batch` queued (counting the not yet started rest of the batch being
+/// compared), the batch being filled and the pair being compared.
 struct CompareQueue {
     tx: QueueTx,
     worker: JoinHandle<()>,
+    /// Pairs sent and not yet started by the comparison thread.
     depth: Arc<std::sync::atomic::AtomicI64>,
     metrics: Arc<Metrics>,
-    pending: Vec<PairJob>,
+    pending: Batch,
     batch: usize,
 }
 
 /// The sending side of the queue, by [`QueuePolicy`].
 enum QueueTx {
     /// Replay: a channel of `capacity` batches; a full one makes the sender wait.
-    Block(SyncSender<Vec<PairJob>>),
+    Block(SyncSender<Batch>),
     /// Live capture: the bound is the count of queued pairs against `limit`, checked before
     /// sending, so that a reload can change it; a batch over it is refused, never waited for.
     Drop {
-        tx: mpsc::Sender<Vec<PairJob>>,
+        tx: mpsc::Sender<Batch>,
         limit: usize,
     },
 }
@@ -580,8 +586,8 @@ impl CompareQueue {
 
     /// Add a job; sends the batch when it is full. Returns the jobs refused (the whole batch,
     /// when the queue is full under [`QueuePolicy::Drop`]).
-    fn push(&mut self, job: Box<PairJob>) -> Vec<PairJob> {
-        self.pending.push(*job);
+    fn push(&mut self, job: Box<PairJob>) -> Batch {
+        self.pending.push(job);
         if self.pending.len() >= self.batch {
             self.flush()
         } else {
@@ -591,16 +597,18 @@ impl CompareQueue {
 
     /// Send the batch being filled; returns it back when the queue is full under
     /// [`QueuePolicy::Drop`].
-    fn flush(&mut self) -> Vec<PairJob> {
+    fn flush(&mut self) -> Batch {
         if self.pending.is_empty() {
             return Vec::new();
         }
         let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
         let n = jobs.len() as i64;
         if let QueueTx::Drop { limit, .. } = &self.tx {
-            // Only this thread adds to the depth, so it cannot grow between check and send.
+            // Only this thread adds to the depth, so it cannot grow between check and send (a
+            // stale read can only be too high). A batch filled before a reload shrank the queue
+            // can be larger than the new bound: it is refused like any other.
             let queued = self.depth.load(std::sync::atomic::Ordering::Relaxed);
-            if queued > 0 && queued + n > *limit as i64 {
+            if queued + n > *limit as i64 {
                 return jobs;
             }
         }
@@ -652,7 +660,7 @@ struct CompareWorker {
 }
 
 impl CompareWorker {
-    fn run(mut self, rx: Receiver<Vec<PairJob>>) {
+    fn run(mut self, rx: Receiver<Batch>) {
         for jobs in rx {
             for job in jobs {
                 let d = self
@@ -660,7 +668,7 @@ impl CompareWorker {
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
                     - 1;
                 self.shared.metrics.compare_queue.set(d.max(0));
-                self.compare_one(job);
+                self.compare_one(*job);
             }
         }
     }
@@ -811,7 +819,7 @@ mod tests {
         // The worker holds the first pair; 56 more wait, the rest is refused.
         assert_eq!(offer(&mut q, 100), 100 - 56);
         assert_eq!(offer(&mut q, 4), 4, "still full");
-        // Reloaded with room for 4 × 4096/32 … = 126 batches of 32: 4032 pairs.
+        // Reloaded to 4096: 126 batches of 32, so 4032 pairs may wait.
         q.resize(4096);
         assert_eq!(offer(&mut q, 4032 - 56 + 64), 64);
         // Shrunk: what waits is kept (and compared), nothing more is taken.
