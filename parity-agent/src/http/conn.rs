@@ -131,6 +131,9 @@ enum Verdict {
     Declined,
 }
 
+/// Request-queue capacity an idle connection keeps.
+const IDLE_SLOTS: usize = 4;
+
 /// The request FIFO of a connection.
 struct Pairing {
     conn: ConnId,
@@ -339,6 +342,11 @@ impl Pairing {
                 self.resp_idx = self.resp_idx.saturating_sub(1);
                 self.emit(slot, ctx);
             }
+        }
+        // After a burst of pipelined requests the queue would keep its capacity (up to
+        // `max_pending_requests` pointers) while the connection idles.
+        if self.slots.is_empty() && self.slots.capacity() > IDLE_SLOTS {
+            self.slots.shrink_to(IDLE_SLOTS);
         }
     }
 

@@ -352,8 +352,8 @@ impl HttpTracker {
     }
 
     /// Bytes held for all connections: [`CONN_COST`] for each, buffered heads, kept body bytes
-    /// of messages in progress and of requests waiting for responses, and estimated decoder
-    /// state.
+    /// of messages in progress, each connection's request queue (its capacity and the requests
+    /// in it, waiting for responses) and estimated decoder state.
     pub fn memory_used(&self) -> usize {
         self.mem + self.conns.len() * CONN_COST
     }
