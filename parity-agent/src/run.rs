@@ -2,7 +2,8 @@
 //!
 //! One task drains the ring buffer and drives the pipeline; timeouts run on a monotonic clock
 //! (converted to the capture's epoch timeline), checked every 100 ms. SIGHUP reloads the
-//! configuration's targets (keeping the old configuration when the new one is invalid);
+//! configuration's targets and limits (keeping the old configuration when the new one is
+//! invalid; `[[pair]]` and `ring_buffer_bytes` changes wait for the next start);
 //! SIGINT/SIGTERM (or `--duration`) stop capture, drain what the kernel still holds, flush pending
 //! exchanges, detach, and write the report.
 
@@ -196,7 +197,7 @@ mod live {
         pipeline: &mut Pipeline,
     ) {
         match Config::load(path) {
-            Ok(new) => {
+            Ok(mut new) => {
                 if new.pairs != config.pairs {
                     tracing::warn!("SIGHUP: [[pair]] changes take effect at the next start; applying targets and limits only");
                 }
@@ -204,6 +205,8 @@ mod live {
                     tracing::warn!(
                         "SIGHUP: limits.ring_buffer_bytes takes effect at the next start (the kernel's ring keeps its size); applying the other limits"
                     );
+                    // What is in effect: a later reload compares against the ring's real size.
+                    new.limits.ring_buffer_bytes = config.limits.ring_buffer_bytes;
                 }
                 if let Err(e) = capture.set_targets(&new.capture.targets) {
                     tracing::error!("SIGHUP: keeping the old targets: {e}");
