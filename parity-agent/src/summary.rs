@@ -536,10 +536,11 @@ pub struct LatencyRegression {
 /// A duration in seconds for people: seconds from one second up, milliseconds below (a short
 /// run is not "0.0 s").
 fn format_span(secs: f64) -> String {
-    if secs >= 1.0 {
+    let ms = (secs * 1000.0).round();
+    if ms >= 1000.0 {
         format!("{secs:.1} s")
     } else {
-        format!("{:.0} ms", secs * 1000.0)
+        format!("{ms:.0} ms")
     }
 }
 
@@ -702,6 +703,7 @@ mod tests {
         assert_eq!(format_span(0.0), "0 ms");
         assert_eq!(format_span(0.0424), "42 ms");
         assert_eq!(format_span(0.9994), "999 ms");
+        assert_eq!(format_span(0.9996), "1.0 s");
         assert_eq!(format_span(1.0), "1.0 s");
         assert_eq!(format_span(26.37), "26.4 s");
     }
