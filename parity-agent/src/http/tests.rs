@@ -92,6 +92,16 @@ impl T {
     }
 
     /// Feeds `bytes` one byte per event.
+    /// `bytes` as events cut at the ascending offsets `cuts`.
+    fn data_cut_at(&mut self, dir: Direction, bytes: &[u8], cuts: &[usize]) -> &mut Self {
+        let mut from = 0;
+        for &c in cuts.iter().chain([bytes.len()].iter()) {
+            self.data(dir, &bytes[from..c]);
+            from = c;
+        }
+        self
+    }
+
     fn bytewise(&mut self, dir: Direction, bytes: &[u8]) -> &mut Self {
         for b in bytes {
             self.data(dir, std::slice::from_ref(b));
@@ -1629,11 +1639,7 @@ fn a_resync_candidate_line_longer_than_the_cap_is_judged_alike_in_any_split() {
             max_header_bytes: 200,
             ..cfg()
         });
-        let mut from = 0;
-        for &c in cuts.iter().chain([bytes.len()].iter()) {
-            t.data(C, &bytes[from..c]);
-            from = c;
-        }
+        t.data_cut_at(C, bytes, cuts);
         let ex = t.close(CloseReason::Fin);
         let uris: Vec<Option<String>> = ex
             .iter()
@@ -1666,11 +1672,7 @@ fn a_first_line_invalid_only_past_the_cap_is_judged_alike_in_any_split() {
             max_header_bytes: 200,
             ..cfg()
         });
-        let mut from = 0;
-        for &c in cuts.iter().chain([line.len()].iter()) {
-            t.data(C, &line[from..c]);
-            from = c;
-        }
+        t.data_cut_at(C, &line, cuts);
         let ex = t.close(CloseReason::Fin);
         (ex.len(), t.tr.stats().clone())
     };
