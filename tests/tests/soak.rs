@@ -14,12 +14,13 @@
 //! the rate of this client, these upstreams and the agent together on the machine, not of the
 //! agent alone. The soak then runs at half of it.
 //!
-//! Figures of a 600 s run (release, 2 shared cores, a fuzzer busy on one of them): calibration
-//! 2149 pairs/s, soak at 1074 pairs/s + 53/s primary-only + 721 garbage connections; RSS after
-//! warm-up 150.4..160.5 MiB around a median of 153.4 (-2.0%/+4.7%; the 64 MiB ring counts
-//! twice), flat but for one +7 MiB step at about 410 s; pending at most 269, flows at most 10;
-//! 388 564 compared (178 741 diverged, as the demo injects), 31 808 unmatched, all `timeout` of
-//! primary-only ids; no WARN or ERROR line; no capture loss.
+//! Figures of a 600 s run (2026-11-29, release, 2 shared cores): calibration 2207 pairs/s, soak
+//! at 1103 pairs/s + 55/s primary-only + 723 garbage connections; RSS after warm-up
+//! 152.1..160.4 MiB around a median of 153.2 (-0.7%/+4.7%; the 64 MiB ring counts twice), flat
+//! but for one +7 MiB step at about 350 s (the day before: at about 410 s; not explained);
+//! pending at most 278, flows at most 10; 400 028 compared (184 015 diverged, as the demo
+//! injects), 33 006 unmatched, all `timeout` of primary-only ids; no WARN or ERROR line; no
+//! capture loss.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
