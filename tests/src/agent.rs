@@ -36,6 +36,17 @@ pub struct AgentOpts<'a> {
 }
 
 impl Agent {
+    /// [`Agent::start`] with `config` alone, in this namespace, serving on `listen` (the
+    /// configuration's `[server] listen`): what most tests run.
+    pub fn start_listening(config: &str, listen: SocketAddr) -> Result<Agent> {
+        Agent::start(AgentOpts {
+            config,
+            args: vec![],
+            netns: None,
+            listen: Some(listen),
+        })
+    }
+
     /// Start `parity-agent run --config <dir>/parity.toml --exchanges <dir>/exchanges.jsonl
     /// --report <dir>/report.json ARGS` and wait until `/readyz` answers (or, without a
     /// server, until the log says capture is attached).

@@ -51,6 +51,13 @@ pub struct ServerOpts {
     pub big_rate: Option<u64>,
 }
 
+/// The primary's and the mirror's fault server, both with `opts`.
+pub async fn start_pair(primary: SocketAddr, mirror: SocketAddr, opts: ServerOpts) -> Result<()> {
+    start(Side::Primary, primary, opts.clone()).await?;
+    start(Side::Mirror, mirror, opts).await?;
+    Ok(())
+}
+
 /// Start a fault server playing `side` on `addr` in the current runtime; returns the bound
 /// address. It runs until the runtime stops.
 pub async fn start(side: Side, addr: SocketAddr, opts: ServerOpts) -> Result<SocketAddr> {
@@ -402,16 +409,7 @@ pub async fn request_once(addr: SocketAddr, target: &str, id: &str) -> Seen {
 
 /// The client gives up: sends the request, waits `after`, then resets the connection.
 pub async fn abort(addr: SocketAddr, target: &str, id: &str, after: Duration) -> Result<()> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let req = http1::encode_request(
-        "GET",
-        target,
-        &addr.to_string(),
-        &[("x-request-id", id)],
-        b"",
-    );
-    s.write_all(&req).await?;
+    let s = http1::send_get(addr, target, &[("x-request-id", id)]).await?;
     tokio::time::sleep(after).await;
     reset(&s);
     Ok(())
@@ -420,16 +418,12 @@ pub async fn abort(addr: SocketAddr, target: &str, id: &str, after: Duration) ->
 /// The client half-closes: sends the request, shuts down its sending side at once, and reads
 /// the response to the end of the connection. Returns the status.
 pub async fn half_close_request(addr: SocketAddr, target: &str, id: &str) -> Result<u16> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let req = http1::encode_request(
-        "GET",
+    let mut s = http1::send_get(
+        addr,
         target,
-        &addr.to_string(),
         &[("x-request-id", id), ("connection", "close")],
-        b"",
-    );
-    s.write_all(&req).await?;
+    )
+    .await?;
     s.shutdown().await?;
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await??;
@@ -464,17 +458,8 @@ pub async fn big_head_request(addr: SocketAddr, target: &str, id: &str, n: usize
 /// Read a `big/N` response on a fresh connection without keeping it: returns (status, body
 /// length, last byte).
 pub async fn fetch_big(addr: SocketAddr, n: u64, who: &str, id: &str) -> Result<(u16, u64, u8)> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
     let target = format!("/{who}/big/{n}");
-    let req = http1::encode_request(
-        "GET",
-        &target,
-        &addr.to_string(),
-        &[("x-request-id", id)],
-        b"",
-    );
-    s.write_all(&req).await?;
+    let mut s = http1::send_get(addr, &target, &[("x-request-id", id)]).await?;
     let mut buf = vec![0u8; 1 << 20];
     let mut head = Vec::new();
     let body_start = loop {

@@ -119,12 +119,9 @@ pub fn ws_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 /// look like HTTP requests (so a parser that did not stop at `101` would report exchanges) and
 /// read their echoes. Returns the status of the upgrade response.
 pub async fn websocket(addr: SocketAddr, target: &str, id: &str, frames: usize) -> Result<u16> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let req = http1::encode_request(
-        "GET",
+    let mut s = http1::send_get(
+        addr,
         target,
-        &addr.to_string(),
         &[
             ("x-request-id", id),
             ("upgrade", "websocket"),
@@ -132,9 +129,8 @@ pub async fn websocket(addr: SocketAddr, target: &str, id: &str, frames: usize) 
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ("sec-websocket-version", "13"),
         ],
-        b"",
-    );
-    s.write_all(&req).await?;
+    )
+    .await?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -404,3 +404,17 @@ pub fn encode_request(
     out.extend_from_slice(body);
     out
 }
+
+/// A new connection (no Nagle) that has sent `GET target` with `headers`, for tests that then
+/// handle the raw stream themselves (resets, half closes, upgrades, partial reads).
+pub async fn send_get(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let req = encode_request("GET", target, &addr.to_string(), headers, b"");
+    s.write_all(&req).await?;
+    Ok(s)
+}

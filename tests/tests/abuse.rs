@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use parity_tests::agent::{metric_sum, Agent, AgentOpts};
+use parity_tests::agent::{metric_sum, Agent};
 use parity_tests::demo;
 use parity_tests::env;
 use parity_tests::faults::{self, Seen, ServerOpts, Side};
@@ -61,17 +61,9 @@ fn non_http_bytes_on_a_target_port_are_counted_and_ignored() -> Result<()> {
     let t0 = Instant::now();
     let rt = runtime()?;
     let (primary, mirror, listen) = (free_addr(), free_addr(), free_addr());
-    rt.block_on(async {
-        faults::start(Side::Primary, primary, ServerOpts::default()).await?;
-        faults::start(Side::Mirror, mirror, ServerOpts::default()).await
-    })?;
+    rt.block_on(faults::start_pair(primary, mirror, ServerOpts::default()))?;
     let config = pair_config("abuse", primary, mirror, listen, "3s", "");
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
     let hello = hostile::tls_client_hello("shop.example.com");
     let garbage_conns = 3;
     let ws_frames = 5;
@@ -185,10 +177,7 @@ fn slowloris_huge_heads_and_a_gzip_bomb_stay_bounded_and_counted() -> Result<()>
     );
     let rt = runtime()?;
     let (primary, mirror, listen) = (free_addr(), free_addr(), free_addr());
-    rt.block_on(async {
-        faults::start(Side::Primary, primary, ServerOpts::default()).await?;
-        faults::start(Side::Mirror, mirror, ServerOpts::default()).await
-    })?;
+    rt.block_on(faults::start_pair(primary, mirror, ServerOpts::default()))?;
     let limits = small_limits();
     let cap: usize = 4096;
     let config = pair_config(
@@ -202,12 +191,7 @@ fn slowloris_huge_heads_and_a_gzip_bomb_stay_bounded_and_counted() -> Result<()>
             limits.toml()
         ),
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
 
     // Slowloris on the primary: 400 heads 5 bytes short of the cap trickling a byte a second
     // (they hit the cap), 300 that stall after their first bytes (closed idle after 3 s), and
@@ -404,12 +388,7 @@ fn flood_inside() -> Result<()> {
         "interfaces = [\"lo\"]",
         &format!("interfaces = [\"lo\"]\ntargets = [\":{}\"]", target.port()),
     ) + &format!("\n[limits]\n{}idle_timeout = \"120s\"\n", limits.toml());
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
     let base = agent.memory()?;
 
     let running = Arc::new(AtomicBool::new(true));
@@ -608,13 +587,10 @@ fn big_bodies_are_hashed_whole_and_a_last_byte_difference_diverges() -> Result<(
     // Paced so that the agent (a debug build on two shared cores) keeps up with both sides
     // at once; the ring absorbs bursts.
     let rate = big_rate();
-    rt.block_on(async {
-        let opts = ServerOpts {
-            big_rate: Some(rate),
-        };
-        faults::start(Side::Primary, primary, opts.clone()).await?;
-        faults::start(Side::Mirror, mirror, opts).await
-    })?;
+    let opts = ServerOpts {
+        big_rate: Some(rate),
+    };
+    rt.block_on(faults::start_pair(primary, mirror, opts))?;
     let limits = MemoryLimits {
         ring_buffer_bytes: 256 << 20,
         ..small_limits()
@@ -627,12 +603,7 @@ fn big_bodies_are_hashed_whole_and_a_last_byte_difference_diverges() -> Result<(
         "60s",
         &format!("[limits]\n{}", limits.toml()),
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
     let n = big_bytes();
     let ((ps, pn, plast), (ms, mn, mlast)) = rt.block_on(async {
         let (a, b) = tokio::join!(

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use parity_tests::agent::{metric_sum, Agent, AgentOpts};
+use parity_tests::agent::{metric_sum, Agent};
 use parity_tests::demo;
 use parity_tests::env;
 use parity_tests::faults::{self, Seen, ServerOpts, Side};
@@ -42,10 +42,7 @@ fn broken_exchanges_end_unmatched_with_their_reason_and_never_diverge() -> Resul
     let t0 = Instant::now();
     let rt = runtime()?;
     let (primary, mirror, listen) = (free_addr(), free_addr(), free_addr());
-    rt.block_on(async {
-        faults::start(Side::Primary, primary, ServerOpts::default()).await?;
-        faults::start(Side::Mirror, mirror, ServerOpts::default()).await
-    })?;
+    rt.block_on(faults::start_pair(primary, mirror, ServerOpts::default()))?;
     let config = pair_config(
         "faults",
         primary,
@@ -54,12 +51,7 @@ fn broken_exchanges_end_unmatched_with_their_reason_and_never_diverge() -> Resul
         "3s",
         "[limits]\nidle_timeout = \"30s\"\n",
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
 
     // Every scenario several times, each on fresh connections.
     let rounds = 4;
@@ -323,12 +315,7 @@ fn mirror_down_then_slow_counts_timeouts_with_a_bounded_pending_table() -> Resul
         "1s",
         &format!("[limits]\npending_pairs = {pending_cap}\n"),
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
 
     // Sample the pending table while traffic runs.
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -534,12 +521,7 @@ fn sigkilled_under_load_then_restarted_compares_correctly_and_captures_once() ->
         runtime()?.block_on(demo::run_client(primary, mirror, 4, 150, load_for, None))
     });
     let listen_a = free_addr();
-    let mut a = Agent::start(AgentOpts {
-        config: &config(listen_a),
-        args: vec![],
-        netns: None,
-        listen: Some(listen_a),
-    })?;
+    let mut a = Agent::start_listening(&config(listen_a), listen_a)?;
     wait_until(Duration::from_secs(20), "the first agent compares", || {
         Ok(pair_totals(&a.summary()?).0 >= 100)
     })?;
@@ -563,12 +545,7 @@ fn sigkilled_under_load_then_restarted_compares_correctly_and_captures_once() ->
 
     // Restart while the load goes on: the new agent joins the keep-alive connections mid-stream.
     let listen_b = free_addr();
-    let mut b = Agent::start(AgentOpts {
-        config: &config(listen_b),
-        args: vec![],
-        netns: None,
-        listen: Some(listen_b),
-    })?;
+    let mut b = Agent::start_listening(&config(listen_b), listen_b)?;
     let stats = load
         .join()
         .map_err(|_| anyhow::anyhow!("load panicked"))??;

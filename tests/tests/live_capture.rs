@@ -380,12 +380,7 @@ fn tiny_ring_buffer_overflows_counts_drops_marks_gaps_and_recovers() -> Result<(
     let config = format!(
         "[capture]\nengine = \"tc\"\ninterfaces = [\"lo\"]\ntargets = [\":{port}\"]\n[server]\nlisten = \"{listen}\"\n[limits]\nring_buffer_bytes = \"16KiB\"\ngap_timeout = \"500ms\"\n"
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
     // Heavy load: 8 connections fetching 2 MB bodies as fast as they can.
     rt.block_on(async {
         let mut tasks = Vec::new();

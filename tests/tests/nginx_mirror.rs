@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use parity_tests::agent::{metric_value, Agent, AgentOpts};
+use parity_tests::agent::{metric_value, Agent};
 use parity_tests::demo::{self, Side};
 use parity_tests::env;
 use parity_tests::http1::Client;
@@ -184,12 +184,7 @@ fn nginx_mirror_live_and_offline_report_exactly_the_injected_divergences() -> Re
         "{}\n[limits]\nidle_timeout = \"30s\"\n",
         demo::config(primary, mirror, listen)
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
     std::thread::sleep(Duration::from_millis(500));
 
     // The known request mix, through nginx, one keep-alive connection per worker.

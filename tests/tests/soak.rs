@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use parity_tests::agent::{metric_sum, Agent, AgentOpts};
+use parity_tests::agent::{metric_sum, Agent};
 use parity_tests::demo::{self, Side};
 use parity_tests::env;
 use parity_tests::harness::{free_addr, mib, runtime, wait_until, MemoryLimits};
@@ -142,12 +142,7 @@ fn soak_at_half_load_keeps_memory_flat_and_tables_bounded() -> Result<()> {
         demo::config(primary, mirror, listen),
         limits.toml()
     );
-    let mut agent = Agent::start(AgentOpts {
-        config: &config,
-        args: vec![],
-        netns: None,
-        listen: Some(listen),
-    })?;
+    let mut agent = Agent::start_listening(&config, listen)?;
 
     // Calibration: the demo mix as fast as 8 connections per side go, for 8 s. The machine's
     // maximum is what the agent compared per second, provided it lost nothing.
