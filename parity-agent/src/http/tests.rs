@@ -172,6 +172,13 @@ fn uri(ex: &Exchange) -> String {
     String::from_utf8_lossy(&req(ex).uri).into_owned()
 }
 
+/// Each exchange's response status (`None` without a response).
+fn statuses(xs: &[Exchange]) -> Vec<Option<u16>> {
+    xs.iter()
+        .map(|x| x.response.as_ref().map(|r| r.status))
+        .collect()
+}
+
 fn kept(b: &Body) -> &[u8] {
     &b.kept
 }
@@ -1310,10 +1317,7 @@ fn status_line_in_a_bad_chunk_line_is_found_in_any_split() {
         t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
         t.bytewise(S, &resp[..cut]).data(S, &resp[cut..]);
         let xs = t.close(CloseReason::Fin);
-        let statuses: Vec<Option<u16>> = xs
-            .iter()
-            .map(|x| x.response.as_ref().map(|r| r.status))
-            .collect();
+        let statuses = statuses(&xs);
         assert_eq!(statuses, [Some(200), Some(204)], "cut {cut}");
         assert_eq!(t.tr.stats().skipped(SkipReason::Resync), 1, "cut {cut}");
     }
@@ -1385,10 +1389,7 @@ fn bytes_after_an_oversized_head_are_scanned_in_any_split() {
             t.data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
             t.data(S, &input[..cut]).data(S, &input[cut..]);
             let xs = t.close(CloseReason::Fin);
-            let statuses: Vec<Option<u16>> = xs
-                .iter()
-                .map(|x| x.response.as_ref().map(|r| r.status))
-                .collect();
+            let statuses = statuses(&xs);
             assert_eq!(statuses, [Some(200), Some(204)], "{name} cut {cut}");
             assert_eq!(
                 xs[0].incomplete,
@@ -1426,10 +1427,7 @@ fn status_line_after_a_bad_one_on_the_same_line_is_found_in_any_split() {
             t.gap(S, 100);
             t.bytewise(S, &resp[..cut]).data(S, &resp[cut..]);
             let xs = t.close(CloseReason::Fin);
-            let statuses: Vec<Option<u16>> = xs
-                .iter()
-                .map(|x| x.response.as_ref().map(|r| r.status))
-                .collect();
+            let statuses = statuses(&xs);
             assert_eq!(statuses, [None, Some(status)], "{name} cut {cut}");
             assert_eq!(xs[1].incomplete, reason, "{name} cut {cut}");
             let s = t.tr.stats().skipped(SkipReason::Resync);
